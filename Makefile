@@ -1,0 +1,53 @@
+# The two commands a newcomer needs (see README):
+#   make lab    set up .venv if needed, then open the course in JupyterLab
+#   make test   set up .venv if needed, then run every test (pytest on tests/ and nbval on notebooks/)
+# Set-up runs only when binder/requirements.txt or pyproject.toml changed since the last install.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sustainlab-installed
+LAB_ARGS ?=
+
+.PHONY: lab test setup course notebooks bench lock clean help
+
+help:
+	@echo "make lab        open the course in JupyterLab (sets up .venv on first use)"
+	@echo "make test       run every test: package tests, notebooks under nbval, browser test"
+	@echo "make course     run every notebook headless; table of time and peak memory vs budget"
+	@echo "make notebooks  re-execute every notebook and save its outputs (after changing code)"
+	@echo "make bench      run the benchmark scripts (results in build/benchmarks/)"
+	@echo "make lock       rewrite binder/requirements.txt from the installed environment"
+
+setup: $(STAMP)
+
+$(STAMP): binder/requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the course environment into $(VENV)/ (first time only: a few minutes)..."
+	# torch first and on its own: an exact version takes the small CPU wheel where one is on disk.
+	$(PY) -m pip install --quiet --disable-pip-version-check "$$(grep -E '^torch==' binder/requirements.txt)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r binder/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name sustainlab --display-name "Python (sustainlab)" >/dev/null
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+course: $(STAMP)
+	$(VENV)/bin/sustainlab run-all
+
+notebooks: $(STAMP)
+	$(VENV)/bin/sustainlab run-all --save
+
+bench: $(STAMP)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+lock: $(STAMP)
+	$(PY) -m sustainlab.lockfile > binder/requirements.txt.new && mv binder/requirements.txt.new binder/requirements.txt
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

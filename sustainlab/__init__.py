@@ -1,0 +1,18 @@
+"""sustainlab: the helpers behind the *Sustainable and Responsible AI* notebooks.
+
+Each chapter's ideas live in one module, imported explicitly so that ``import sustainlab`` stays fast:
+
+- ``sustainlab.utils``       seeding, device choice, timing, progress bars (every chapter)
+- ``sustainlab.checks``      the exercise checks used by the notebooks' check cells
+- ``sustainlab.optim``       chapter 1, gradient descent and optimizers
+- ``sustainlab.attention``   chapter 2, attention and a tiny Transformer
+- ``sustainlab.imbalance``   chapter 3, SMOTE and evaluation under class imbalance
+- ``sustainlab.fairness``    chapter 4, group fairness metrics
+- ``sustainlab.energy``      chapter 5, measuring energy and carbon
+- ``sustainlab.datasets``    offline loaders for the course's datasets
+- ``sustainlab.chapters``    the table mapping chapter → notebook → module
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

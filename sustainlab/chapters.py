@@ -1,0 +1,32 @@
+"""The one table that maps each chapter to its notebook, module and exercise checks.
+
+``tests/test_layout.py`` walks this table and checks that every artefact exists, and the ``run-all`` command
+uses it to order the notebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chapter:
+    number: int
+    slug: str
+    title: str
+    module: str | None  # sustainlab.<module>; None for the welcome notebook
+
+    @property
+    def notebook(self) -> str:
+        """Notebook path relative to the repository root."""
+        return f"notebooks/{self.number:02d}_{self.slug}.ipynb"
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter(0, "welcome", "Welcome and set-up check", None),
+    Chapter(1, "gradient_descent", "Gradient descent, optimizers and what they cost", "optim"),
+    Chapter(2, "attention", "Transformer attention on CPU and GPU", "attention"),
+    Chapter(3, "smote", "Class imbalance and SMOTE, without leakage", "imbalance"),
+    Chapter(4, "fairness", "Measuring and mitigating group unfairness", "fairness"),
+    Chapter(5, "energy", "Measuring the energy and carbon of training", "energy"),
+)

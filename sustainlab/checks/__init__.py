@@ -1,0 +1,80 @@
+"""Exercise checks for the notebooks' check cells.
+
+Usage in a notebook::
+
+    from sustainlab.checks import check
+    check("wel-1", kwh)        # prints "✔ wel-1 passed" or "✘ wel-1: <hint>"
+
+Each chapter declares its exercises in its own file here as a module-level ``EXERCISES`` tuple; the registry below
+lists those files explicitly (no import-time discovery) and rejects duplicate ids.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import import_module
+from typing import Any
+
+from ._core import (
+    FAIL_MARK,
+    PASS_MARK,
+    CheckFailed,
+    Exercise,
+    expect,
+    expect_close,
+    failed_line,
+    passed_line,
+    report,
+    run_check,
+)
+
+__all__ = [
+    "check",
+    "report",
+    "registry",
+    "get_exercise",
+    "Exercise",
+    "CheckFailed",
+    "expect",
+    "expect_close",
+    "passed_line",
+    "failed_line",
+    "PASS_MARK",
+    "FAIL_MARK",
+]
+
+#: The chapter files that declare exercises, in course order.
+CHAPTER_CHECK_MODULES = ("welcome", "optim", "attention", "imbalance", "fairness", "energy")
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Exercise]:
+    """All exercises by id, in course order."""
+    exercises: dict[str, Exercise] = {}
+    for name in CHAPTER_CHECK_MODULES:
+        module = import_module(f"{__name__}.{name}")
+        for exercise in module.EXERCISES:
+            if exercise.id in exercises:
+                raise RuntimeError(f"Exercise id {exercise.id!r} is declared twice (second time in checks/{name}.py).")
+            exercises[exercise.id] = exercise
+    return exercises
+
+
+def get_exercise(exercise_id: str) -> Exercise:
+    """The exercise with this id; a clear error lists the known ids otherwise."""
+    exercises = registry()
+    if exercise_id not in exercises:
+        known = ", ".join(exercises) or "none"
+        raise ValueError(f"Unknown exercise id {exercise_id!r}. Known ids: {known}.")
+    return exercises[exercise_id]
+
+
+def check(exercise_id: str, answer: Any) -> None:
+    """Check a learner's ``answer`` to exercise ``exercise_id`` and print the one-line verdict.
+
+    Never raises for a wrong or crashing answer (the verdict line says what went wrong); raises ``ValueError`` only
+    for an unknown exercise id, which is a mistake in the notebook rather than in the answer.
+    """
+    exercise = get_exercise(exercise_id)
+    passed, hint = run_check(exercise, answer)
+    report(exercise_id, passed, hint)

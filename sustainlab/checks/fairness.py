@@ -1,0 +1,5 @@
+"""Exercise checks for the chapter module `sustainlab.fairness` (filled in with the chapter)."""
+
+from ._core import Exercise
+
+EXERCISES: tuple[Exercise, ...] = ()

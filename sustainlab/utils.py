@@ -1,0 +1,242 @@
+"""Helpers every chapter uses: seeding, device choice, timing and progress bars.
+
+Taught in ``notebooks/00_welcome.ipynb`` (*Checking your set-up*); every later notebook starts with
+``seed_everything`` and ``pick_device``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+from contextlib import ContextDecorator
+from typing import Iterable, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+#: Environment variable that turns progress bars off. The project's own notebook runners (``sustainlab run-all``,
+#: nbval through ``conftest.py``, grading) set it, so stored outputs never contain a progress bar.
+PROGRESS_ENV = "SUSTAINLAB_PROGRESS"
+
+_KNOWN_DEVICES = ("cpu", "cuda", "mps")
+
+
+def seed_everything(seed: int = 0) -> int:
+    """Seed Python's ``random``, NumPy and PyTorch so that a notebook gives the same numbers on every run.
+
+    Also asks PyTorch for deterministic algorithms where they exist (warning, not failing, where they don't).
+
+    Parameters
+    ----------
+    seed : int, default 0
+        Any non-negative integer.
+
+    Returns
+    -------
+    int
+        The seed, so a notebook can print which one it used.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is not a non-negative integer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = seed_everything(0); a = torch.rand(2)
+    >>> _ = seed_everything(0); b = torch.rand(2)
+    >>> bool((a == b).all())
+    True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
+    import torch
+
+    # cuBLAS needs this set before its first use to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def available_devices() -> list[str]:
+    """Names of the torch devices usable on this machine, best first (always ends with ``"cpu"``)."""
+    import torch
+
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    found.append("cpu")
+    return found
+
+
+def pick_device(prefer: str | None = None):
+    """Choose the torch device to compute on: CUDA, then Apple's MPS, then the CPU.
+
+    Parameters
+    ----------
+    prefer : {"cuda", "mps", "cpu"} or str like "cuda:1", optional
+        Ask for one device explicitly. The ``SUSTAINLAB_DEVICE`` environment variable does the same for a whole
+        session (handy to force the CPU on a GPU machine).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``prefer`` is not a device name torch knows.
+    RuntimeError
+        If the requested device is not available here; the message lists what is.
+
+    Examples
+    --------
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    requested = prefer if prefer is not None else os.environ.get("SUSTAINLAB_DEVICE") or None
+    available = available_devices()
+    if requested is None:
+        return torch.device(available[0])
+    if not isinstance(requested, str):
+        raise ValueError(f"prefer must be a device name such as 'cuda' or 'cpu', got {requested!r}.")
+    kind, _, index = requested.strip().lower().partition(":")
+    if kind not in _KNOWN_DEVICES or (index and not index.isdigit()):
+        raise ValueError(
+            f"Unknown device {requested!r}: expected one of {', '.join(_KNOWN_DEVICES)} (optionally with an index, "
+            f"e.g. 'cuda:0')."
+        )
+    if kind not in available:
+        raise RuntimeError(
+            f"Device {requested!r} was requested but is not available on this machine. "
+            f"Available: {', '.join(available)}. Use pick_device() to choose automatically."
+        )
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"Device {requested!r} was requested but this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    return torch.device(requested.strip().lower())
+
+
+def synchronize(device=None) -> None:
+    """Wait until queued GPU work on ``device`` has finished (a no-op on the CPU).
+
+    GPU kernels run asynchronously: reading the clock without this measures only how long it took to *queue* them.
+    """
+    import torch
+
+    kind = torch.device(device).type if device is not None else None
+    if kind in (None, "cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+    elif kind == "mps" and hasattr(torch, "mps"):
+        torch.mps.synchronize()
+
+
+class Timer(ContextDecorator):
+    """Wall-clock timer that synchronises the GPU before reading the clock.
+
+    Use as a context manager; ``elapsed_s`` holds the seconds once the block ends.
+
+    Parameters
+    ----------
+    device : torch.device or str, optional
+        Device whose queued work must finish before the clock is read. ``None`` synchronises CUDA if present.
+
+    Examples
+    --------
+    >>> with Timer() as t:
+    ...     _ = sum(range(1000))
+    >>> t.elapsed_s >= 0
+    True
+    """
+
+    def __init__(self, device=None):
+        self.device = device
+        self.elapsed_s: float | None = None
+        self._start: float | None = None
+
+    def __enter__(self) -> "Timer":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        synchronize(self.device)
+        self.elapsed_s = time.perf_counter() - self._start
+        return False
+
+    def __repr__(self) -> str:
+        if self.elapsed_s is None:
+            return "Timer(running)"
+        return f"Timer({self.elapsed_s:.3f} s)"
+
+
+def progress_enabled() -> bool:
+    """Whether progress bars should be drawn (off when ``SUSTAINLAB_PROGRESS=0``, as under the test runners)."""
+    return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kwargs) -> Iterable[T]:
+    """Wrap ``iterable`` in a tqdm progress bar that stays quiet under the course's test and grading runners.
+
+    In JupyterLab it draws a notebook bar; in a terminal a text bar. Extra keyword arguments go to tqdm.
+
+    Examples
+    --------
+    >>> sum(progress(range(3), desc="demo", disable=True))
+    3
+    """
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not progress_enabled())
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, desc=desc, total=total, **kwargs)
+
+
+def check_shape(tensor, expected: tuple) -> None:
+    """Assert that ``tensor.shape`` equals ``expected``; ``None`` in ``expected`` matches any size.
+
+    A one-line guard for notebooks (the d2l habit): a wrong shape stops the cell with a message that says both shapes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_shape(np.zeros((2, 3)), (2, None))
+    """
+    shape = tuple(tensor.shape)
+    ok = len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
+    if not ok:
+        raise ValueError(f"Expected shape {tuple(expected)}, got {shape}.")
+
+
+def environment_report() -> dict[str, str]:
+    """Versions and hardware a learner should know about, as an ordered ``{name: value}`` dict.
+
+    Used by the welcome notebook's set-up check. Values vary by machine, so notebooks show it in a cell whose output
+    is not compared.
+    """
+    from importlib import metadata
+
+    report = {"python": platform.python_version(), "platform": f"{sys.platform} {platform.machine()}"}
+    for package in ("torch", "numpy", "scikit-learn", "imbalanced-learn", "fairlearn", "codecarbon", "matplotlib"):
+        try:
+            report[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            report[package] = "not installed"
+    report["device"] = str(pick_device())
+    report["cpu cores"] = str(os.cpu_count())
+    return report
