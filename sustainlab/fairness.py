@@ -1,0 +1,666 @@
+"""Group fairness metrics from scratch, with fairlearn's signatures (chapter 4).
+
+A *disaggregated* metric is an ordinary metric (accuracy, selection rate, true-positive rate) computed separately for
+each group defined by one or more sensitive features. A *disparity* summarises how far apart the groups are, as a
+difference (largest minus smallest, 0 = parity) or a ratio (smallest over largest, 1 = parity).
+
+Taught in ``notebooks/04_fairness.ipynb`` (*What does "fair" mean in numbers?*), where each function is first computed
+by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal fairlearn's within 1e-12
+(``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one sitting.
+
+Public API
+----------
+Base rates (one group at a time)
+    :func:`selection_rate`, :func:`true_positive_rate`, :func:`false_positive_rate`
+Disaggregation
+    :func:`group_metrics` (like ``MetricFrame(...).by_group``)
+Disparities
+    :func:`demographic_parity_difference`, :func:`demographic_parity_ratio`, :func:`equalized_odds_difference`,
+    :func:`equalized_odds_ratio`, :func:`equal_opportunity_difference`
+Reports and plots
+    :func:`compare_predictions`, :func:`plot_group_metric`, :func:`plot_tradeoff`
+
+Undefined rates
+---------------
+A true-positive rate needs at least one actual positive in the group, a false-positive rate at least one actual
+negative. When a group has none, the rate is 0/0. ``zero_division`` decides what to report, as in scikit-learn:
+
+- ``"warn"`` (default): report 0.0, as fairlearn and scikit-learn do, and emit an :class:`UndefinedRateWarning`
+  naming the rate, so that a made-up 0 does not silently decide a disparity;
+- a number (``0.0`` or ``1.0``): report that number, without warning;
+- ``numpy.nan``: report NaN; disparities then skip that group (and are NaN when fewer than one group is defined).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .validation import check_finite, check_option, check_same_length
+
+__all__ = [
+    "UndefinedRateWarning",
+    "selection_rate",
+    "true_positive_rate",
+    "false_positive_rate",
+    "group_metrics",
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "compare_predictions",
+    "plot_group_metric",
+    "plot_tradeoff",
+]
+
+_METHODS = ("between_groups", "to_overall")
+_AGGS = ("worst_case", "mean")
+
+
+class UndefinedRateWarning(UserWarning):
+    """A rate was 0/0 for some group (e.g. a true-positive rate in a group with no actual positives)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Base rates
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def selection_rate(y_true, y_pred, *, pos_label=1, sample_weight=None) -> float:
+    """Fraction of predictions equal to ``pos_label``: how often the model "selects" someone.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Ignored apart from its length (kept for a uniform metric signature, as in fairlearn).
+    y_pred : array-like of shape (n_samples,)
+        Binary predictions.
+    pos_label : scalar, default 1
+        The favourable outcome.
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, ``y_pred`` is empty, holds NaN or more than two values, or weights are negative/zero in total.
+
+    Examples
+    --------
+    >>> selection_rate([0, 1, 1, 0], [1, 1, 0, 0])
+    0.5
+    """
+    y_true, y_pred, weights = _check_labels(y_true, y_pred, sample_weight, pos_label)
+    return float(weights[y_pred].sum() / weights.sum())
+
+
+def true_positive_rate(y_true, y_pred, *, pos_label=1, sample_weight=None, zero_division="warn") -> float:
+    """Share of actual positives predicted positive (recall, sensitivity): P(ŷ = 1 | y = 1).
+
+    Parameters are those of :func:`selection_rate`, plus ``zero_division`` (see the module docstring) for when
+    ``y_true`` holds no positive.
+
+    Examples
+    --------
+    >>> true_positive_rate([1, 1, 0, 0], [1, 0, 1, 0])
+    0.5
+    """
+    y_true, y_pred, weights = _check_labels(y_true, y_pred, sample_weight, pos_label)
+    zero_division = _check_zero_division(zero_division)
+    return _rate(weights[y_true & y_pred].sum(), weights[y_true].sum(), zero_division, "true-positive rate")
+
+
+def false_positive_rate(y_true, y_pred, *, pos_label=1, sample_weight=None, zero_division="warn") -> float:
+    """Share of actual negatives predicted positive: P(ŷ = 1 | y = 0).
+
+    Parameters are those of :func:`true_positive_rate`; ``zero_division`` applies when ``y_true`` has no negative.
+
+    Examples
+    --------
+    >>> false_positive_rate([1, 1, 0, 0], [1, 0, 1, 1])
+    1.0
+    """
+    y_true, y_pred, weights = _check_labels(y_true, y_pred, sample_weight, pos_label)
+    zero_division = _check_zero_division(zero_division)
+    return _rate(weights[~y_true & y_pred].sum(), weights[~y_true].sum(), zero_division, "false-positive rate")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Disaggregation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def group_metrics(metrics, y_true, y_pred, *, sensitive_features, sample_weight=None) -> pd.DataFrame:
+    """Compute each metric separately for every group: the table fairlearn calls ``MetricFrame(...).by_group``.
+
+    Parameters
+    ----------
+    metrics : callable or dict of {str: callable}
+        Functions ``metric(y_true, y_pred)`` returning a number (scikit-learn metrics or the rates above). A single
+        callable gives one column named after the function.
+    y_true, y_pred : array-like of shape (n_samples,)
+        Passed, restricted to one group at a time, to every metric. Not checked for binariness here: the metrics do
+        their own checks.
+    sensitive_features : array-like of shape (n_samples,), DataFrame, dict of arrays, or 2-D array
+        One column gives one group per value; several columns give intersectional groups (one per observed
+        combination). Labels may be strings, integers or categoricals.
+    sample_weight : array-like of shape (n_samples,), optional
+        When given, passed to every metric as ``sample_weight=``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by group (a MultiIndex for several sensitive features, names as in fairlearn: the Series/column name,
+        else ``sensitive_feature_<i>``), one column per metric, groups sorted by label. Only observed groups appear.
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, labels or groups contain NaN, there is only one group, or ``metrics`` is empty.
+
+    Examples
+    --------
+    >>> table = group_metrics({"sr": selection_rate}, [0, 1, 1, 0], [1, 1, 0, 0], sensitive_features=["a", "a", "b", "b"])
+    >>> table["sr"].to_dict()
+    {'a': 1.0, 'b': 0.0}
+    """
+    if callable(metrics):
+        metrics = {getattr(metrics, "__name__", "metric"): metrics}
+    if not isinstance(metrics, Mapping) or not metrics or not all(callable(f) for f in metrics.values()):
+        raise ValueError("metrics must be a callable or a non-empty dict of {name: callable}.")
+    y_true = _check_1d(y_true, "y_true")
+    y_pred = _check_1d(y_pred, "y_pred")
+    groups = _check_groups(sensitive_features)
+    weights = None if sample_weight is None else _check_weights(sample_weight, len(y_true))
+    check_same_length(y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+    _check_no_nan(y_true, "y_true")
+    _check_no_nan(y_pred, "y_pred")
+
+    index, codes = _group_codes(groups)
+    rows = []
+    for code in range(len(index)):
+        member = codes == code
+        extra = {} if weights is None else {"sample_weight": weights[member]}
+        rows.append({name: f(y_true[member], y_pred[member], **extra) for name, f in metrics.items()})
+    return pd.DataFrame(rows, index=index, columns=list(metrics))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Disparities
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def demographic_parity_difference(
+    y_true, y_pred, *, sensitive_features, method="between_groups", pos_label=1, sample_weight=None
+) -> float:
+    """Largest minus smallest per-group selection rate (0 means every group is selected equally often).
+
+    Demographic parity asks that P(ŷ = 1 | A = a) be the same for every group a, whatever the true labels.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        Binary labels and predictions.
+    sensitive_features : array-like, DataFrame or dict of arrays
+        See :func:`group_metrics`.
+    method : {"between_groups", "to_overall"}, default "between_groups"
+        ``"between_groups"``: max − min over groups. ``"to_overall"``: the largest |group − overall|.
+    pos_label : scalar, default 1
+    sample_weight : array-like of shape (n_samples,), optional
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        Lengths differ; labels or predictions hold NaN or are not binary; only one group; unknown ``method``.
+
+    Examples
+    --------
+    >>> demographic_parity_difference([0, 1, 1, 0], [1, 1, 1, 0], sensitive_features=["a", "a", "b", "b"])
+    0.5
+    """
+    rates, overall = _disaggregated(
+        "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
+    )
+    return _difference(rates, overall, method)
+
+
+def demographic_parity_ratio(
+    y_true, y_pred, *, sensitive_features, method="between_groups", pos_label=1, sample_weight=None
+) -> float:
+    """Smallest over largest per-group selection rate (1 means parity; the "four-fifths rule" flags < 0.8).
+
+    Parameters and errors are those of :func:`demographic_parity_difference`; ``"to_overall"`` takes, for each group,
+    group/overall or its inverse, whichever is ≤ 1, and returns the smallest. 0/0 gives NaN, as in fairlearn.
+
+    Examples
+    --------
+    >>> demographic_parity_ratio([0, 1, 1, 0], [1, 1, 1, 0], sensitive_features=["a", "a", "b", "b"])
+    0.5
+    """
+    rates, overall = _disaggregated(
+        "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
+    )
+    return _ratio(rates, overall, method)
+
+
+def equalized_odds_difference(
+    y_true,
+    y_pred,
+    *,
+    sensitive_features,
+    method="between_groups",
+    agg="worst_case",
+    pos_label=1,
+    sample_weight=None,
+    zero_division="warn",
+) -> float:
+    """The larger (or mean) of the true-positive-rate gap and the false-positive-rate gap between groups.
+
+    Equalized odds asks that the errors be shared alike: P(ŷ = 1 | y, A = a) must not depend on a, both for y = 1
+    (TPR) and y = 0 (FPR).
+
+    Parameters
+    ----------
+    y_true, y_pred, sensitive_features, method, pos_label, sample_weight
+        As in :func:`demographic_parity_difference`.
+    agg : {"worst_case", "mean"}, default "worst_case"
+        Combine the two gaps by their maximum or their mean.
+    zero_division : "warn", float or nan, default "warn"
+        For groups without actual positives (TPR) or negatives (FPR); see the module docstring.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> y, p, g = [1, 0, 1, 0], [1, 0, 0, 1], ["a", "a", "b", "b"]
+    >>> equalized_odds_difference(y, p, sensitive_features=g)
+    1.0
+    """
+    check_option(agg, "agg", _AGGS)
+    tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
+                                          zero_division)
+    gaps = [_difference(tpr, tpr_all, method), _difference(fpr, fpr_all, method)]
+    return _aggregate(gaps, agg, worst=max)
+
+
+def equalized_odds_ratio(
+    y_true,
+    y_pred,
+    *,
+    sensitive_features,
+    method="between_groups",
+    agg="worst_case",
+    pos_label=1,
+    sample_weight=None,
+    zero_division="warn",
+) -> float:
+    """The smaller (or mean) of the true-positive-rate ratio and the false-positive-rate ratio between groups.
+
+    Parameters are those of :func:`equalized_odds_difference`.
+
+    Examples
+    --------
+    >>> y, p, g = [1, 0, 1, 0], [1, 1, 1, 0], ["a", "a", "b", "b"]
+    >>> equalized_odds_ratio(y, p, sensitive_features=g)
+    0.0
+    """
+    check_option(agg, "agg", _AGGS)
+    tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
+                                          zero_division)
+    ratios = [_ratio(tpr, tpr_all, method), _ratio(fpr, fpr_all, method)]
+    return _aggregate(ratios, agg, worst=min)
+
+
+def equal_opportunity_difference(
+    y_true, y_pred, *, sensitive_features, method="between_groups", pos_label=1, sample_weight=None,
+    zero_division="warn",
+) -> float:
+    """Largest minus smallest per-group true-positive rate: do deserving people get the good outcome equally often?
+
+    Parameters are those of :func:`equalized_odds_difference` (without ``agg``).
+
+    Examples
+    --------
+    >>> equal_opportunity_difference([1, 1, 1, 1], [1, 1, 1, 0], sensitive_features=["a", "a", "b", "b"])
+    0.5
+    """
+    rates, overall = _disaggregated(
+        "true_positive_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division
+    )
+    return _difference(rates, overall, method)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reports and plots
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def compare_predictions(y_true, predictions, *, sensitive_features, pos_label=1) -> pd.DataFrame:
+    """One row per model: accuracy, overall selection rate and the three disparities.
+
+    Used in the notebook's mitigation section (*What does mitigation buy, and what does it cost?*) to build the
+    before/after table.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    predictions : dict of {str: array-like of shape (n_samples,)}
+        Binary predictions of each model on the same samples.
+    sensitive_features : see :func:`group_metrics`
+    pos_label : scalar, default 1
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: model names (in the given order). Columns: ``accuracy``, ``selection_rate``, ``dp_difference``,
+        ``eo_difference``, ``tpr_gap``.
+
+    Examples
+    --------
+    >>> t = compare_predictions([1, 0, 1, 0], {"m": [1, 0, 0, 0]}, sensitive_features=["a", "a", "b", "b"])
+    >>> list(t.columns)
+    ['accuracy', 'selection_rate', 'dp_difference', 'eo_difference', 'tpr_gap']
+    """
+    if not isinstance(predictions, Mapping) or not predictions:
+        raise ValueError("predictions must be a non-empty dict of {model name: predicted labels}.")
+    rows = {}
+    for name, y_pred in predictions.items():
+        truth, pred, _ = _check_labels(y_true, y_pred, None, pos_label)
+        kwargs = dict(sensitive_features=sensitive_features, pos_label=pos_label)
+        rows[name] = {
+            "accuracy": float(np.mean(truth == pred)),
+            "selection_rate": float(np.mean(pred)),
+            "dp_difference": demographic_parity_difference(y_true, y_pred, **kwargs),
+            "eo_difference": equalized_odds_difference(y_true, y_pred, **kwargs),
+            "tpr_gap": equal_opportunity_difference(y_true, y_pred, **kwargs),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def plot_group_metric(by_group, metric=None, *, overall=None, ax=None, ylabel=None, title=None):
+    """Bar chart of one metric per group, with the overall value as a dashed line.
+
+    Parameters
+    ----------
+    by_group : pandas.DataFrame or Series
+        A :func:`group_metrics` table (or one of its columns). MultiIndex groups are joined with " × ".
+    metric : str, optional
+        Column to plot; required when ``by_group`` has several columns.
+    overall : float, optional
+        The metric on all samples together, drawn as a horizontal line.
+    ax : matplotlib Axes, optional
+    ylabel, title : str, optional
+        Default: the metric's name.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(by_group, pd.DataFrame):
+        if metric is None:
+            if by_group.shape[1] != 1:
+                raise ValueError(f"metric must name one of the columns {list(by_group.columns)}.")
+            metric = by_group.columns[0]
+        check_option(metric, "metric", list(by_group.columns))
+        values = by_group[metric]
+    else:
+        values = by_group
+        metric = metric or values.name or "metric"
+    labels = [" × ".join(map(str, key)) if isinstance(key, tuple) else str(key) for key in values.index]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 3.5))
+    ax.bar(labels, values.to_numpy(dtype=float), color="tab:blue", alpha=0.8)
+    if overall is not None:
+        ax.axhline(overall, color="black", linestyle="--", linewidth=1, label=f"overall = {overall:.3f}")
+        ax.legend(loc="lower right")
+    ax.set_xlabel(" × ".join(str(n) for n in values.index.names if n is not None) or "group")
+    ax.set_ylabel(ylabel or str(metric))
+    ax.set_title(title or f"{metric} by group")
+    ax.tick_params(axis="x", rotation=30 if len(labels) > 3 else 0)
+    return ax
+
+
+def plot_tradeoff(table, *, x="dp_difference", y="accuracy", ax=None, xlabel=None, ylabel=None, title=None):
+    """Scatter each model as a point (disparity, accuracy), labelled by name: the price of fairness at a glance.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per model, e.g. from :func:`compare_predictions`; the index gives the labels.
+    x, y : str
+        Columns for the axes (default: demographic-parity difference vs accuracy).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    check_option(x, "x", list(table.columns))
+    check_option(y, "y", list(table.columns))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(table[x], table[y], s=60, color="tab:orange", zorder=3)
+    for name, row in table.iterrows():
+        ax.annotate(str(name), (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel(xlabel or f"{x} (0 = parity)")
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title or "Accuracy vs disparity (better: up and to the left)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Private helpers: validation once at the boundary, then vectorised per-group sums
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_1d(values, name: str) -> np.ndarray:
+    if isinstance(values, (pd.Series, pd.Index)):
+        array = values.to_numpy()
+    else:
+        array = np.asarray(values)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.ravel()
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}.")
+    return array
+
+
+def _check_no_nan(array: np.ndarray, name: str) -> None:
+    n_missing = int(pd.isna(array).sum())
+    if n_missing:
+        raise ValueError(f"{name} contains {n_missing} missing (NaN) value(s); drop or impute those rows first.")
+
+
+def _check_binary(array: np.ndarray, name: str, pos_label) -> np.ndarray:
+    """Boolean mask of ``array == pos_label``; raises unless the values are two classes at most."""
+    _check_no_nan(array, name)
+    values = pd.unique(array)
+    if len(values) > 2:
+        shown = ", ".join(repr(v) for v in sorted(values, key=str)[:5])
+        raise ValueError(
+            f"{name} must be binary (two classes at most) for this metric, got {len(values)} distinct values "
+            f"({shown}{', ...' if len(values) > 5 else ''}). Threshold scores or probabilities first, e.g. "
+            f"(scores >= 0.5).astype(int)."
+        )
+    if len(values) == 2 and pos_label not in set(values.tolist()):
+        raise ValueError(f"pos_label={pos_label!r} is not one of the values of {name}: {sorted(values.tolist(), key=str)}.")
+    return array == pos_label
+
+
+def _check_weights(sample_weight, n: int) -> np.ndarray:
+    weights = _check_1d(sample_weight, "sample_weight").astype(float)
+    check_same_length(sample_weight=weights, y_true=np.empty(n))
+    check_finite(weights, "sample_weight")
+    if (weights < 0).any():
+        raise ValueError("sample_weight must be non-negative.")
+    return weights
+
+
+def _check_labels(y_true, y_pred, sample_weight, pos_label):
+    y_true = _check_1d(y_true, "y_true")
+    y_pred = _check_1d(y_pred, "y_pred")
+    check_same_length(y_true=y_true, y_pred=y_pred)
+    if len(y_pred) == 0:
+        raise ValueError("y_pred is empty: there is nothing to compute a rate on.")
+    truth = _check_binary(y_true, "y_true", pos_label)
+    pred = _check_binary(y_pred, "y_pred", pos_label)
+    weights = np.ones(len(pred)) if sample_weight is None else _check_weights(sample_weight, len(pred))
+    if weights.sum() <= 0:
+        raise ValueError("sample_weight sums to zero: no sample counts.")
+    return truth, pred, weights
+
+
+def _check_zero_division(zero_division):
+    if isinstance(zero_division, str):
+        return check_option(zero_division, "zero_division", ("warn",))
+    if isinstance(zero_division, bool) or not isinstance(zero_division, (int, float, np.number)):
+        raise ValueError(f"zero_division must be 'warn', a number or nan; got {zero_division!r}.")
+    return float(zero_division)
+
+
+def _check_groups(sensitive_features) -> pd.DataFrame:
+    """Sensitive features as a DataFrame of columns named like fairlearn names them."""
+    if sensitive_features is None:
+        raise ValueError("sensitive_features is required: pass the group label of every sample.")
+    if isinstance(sensitive_features, pd.DataFrame):
+        frame = sensitive_features.reset_index(drop=True)
+    elif isinstance(sensitive_features, pd.Series):
+        name = sensitive_features.name if sensitive_features.name is not None else "sensitive_feature_0"
+        frame = pd.DataFrame({name: sensitive_features.to_numpy()})
+    elif isinstance(sensitive_features, Mapping):
+        frame = pd.DataFrame({k: _check_1d(v, f"sensitive_features[{k!r}]") for k, v in sensitive_features.items()})
+    else:
+        array = np.asarray(sensitive_features, dtype=object)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise ValueError(f"sensitive_features must be 1-D or 2-D, got shape {array.shape}.")
+        frame = pd.DataFrame({f"sensitive_feature_{i}": array[:, i] for i in range(array.shape[1])})
+    if frame.shape[1] == 0:
+        raise ValueError("sensitive_features has no columns.")
+    n_missing = int(frame.isna().to_numpy().sum())
+    if n_missing:
+        raise ValueError(f"sensitive_features contains {n_missing} missing (NaN) value(s); give every sample a group.")
+    # Categoricals are grouped by their labels (sorted like any other labels), so unobserved categories vanish.
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].to_numpy()
+    return frame
+
+
+def _group_codes(groups: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
+    """Sorted observed groups and, for each sample, the position of its group."""
+    grouped = groups.groupby(list(groups.columns), sort=True, observed=True)
+    codes = grouped.ngroup().to_numpy()
+    index = grouped.size().index
+    if len(index) < 2:
+        raise ValueError(
+            f"sensitive_features has a single group ({index[0]!r}): a disparity needs at least two groups to compare."
+        )
+    return index, codes
+
+
+def _rate(numerator, denominator, zero_division, what: str) -> float:
+    if denominator > 0:
+        return float(numerator / denominator)
+    if zero_division == "warn":
+        warnings.warn(
+            f"The {what} is undefined (0/0) for a group without the needed samples; reported as 0.0 like fairlearn. "
+            f"Pass zero_division=np.nan to leave such groups out of the disparity.",
+            UndefinedRateWarning,
+            stacklevel=3,
+        )
+        return 0.0
+    return float(zero_division)
+
+
+def _weighted_rates(numerator_mask, denominator_mask, weights, codes, n_groups, zero_division, what):
+    """Per-group and overall weighted rate sum(w · num) / sum(w · den)."""
+    num = np.bincount(codes, weights=weights * numerator_mask, minlength=n_groups)
+    den = np.bincount(codes, weights=weights * denominator_mask, minlength=n_groups)
+    per_group = np.empty(n_groups)
+    for i in range(n_groups):
+        # One warning per call is enough; the rest of the empty groups follow the same rule.
+        with warnings.catch_warnings():
+            if i > 0:
+                warnings.simplefilter("ignore", UndefinedRateWarning)
+            per_group[i] = _rate(num[i], den[i], zero_division, what)
+    overall = _rate(num.sum(), den.sum(), zero_division, what)
+    return per_group, overall
+
+
+def _prepare(y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division):
+    check_option(method, "method", _METHODS)
+    zero_division = _check_zero_division(zero_division)
+    truth, pred, weights = _check_labels(y_true, y_pred, sample_weight, pos_label)
+    groups = _check_groups(sensitive_features)
+    check_same_length(y_true=truth, sensitive_features=groups)
+    index, codes = _group_codes(groups)
+    return truth, pred, weights, codes, len(index), zero_division
+
+
+def _disaggregated(kind, y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division):
+    truth, pred, weights, codes, n, zero_division = _prepare(
+        y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division
+    )
+    if kind == "selection_rate":
+        return _weighted_rates(pred, np.ones_like(pred), weights, codes, n, zero_division, "selection rate")
+    return _weighted_rates(truth & pred, truth, weights, codes, n, zero_division, "true-positive rate")
+
+
+def _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division):
+    truth, pred, weights, codes, n, zero_division = _prepare(
+        y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division
+    )
+    tpr, tpr_all = _weighted_rates(truth & pred, truth, weights, codes, n, zero_division, "true-positive rate")
+    fpr, fpr_all = _weighted_rates(~truth & pred, ~truth, weights, codes, n, zero_division, "false-positive rate")
+    return tpr, fpr, tpr_all, fpr_all
+
+
+def _difference(per_group: np.ndarray, overall: float, method: str) -> float:
+    defined = per_group[~np.isnan(per_group)]
+    if defined.size == 0:
+        return math.nan
+    if method == "between_groups":
+        return float(defined.max() - defined.min())
+    return float(np.abs(defined - overall).max())
+
+
+def _ratio(per_group: np.ndarray, overall: float, method: str) -> float:
+    defined = per_group[~np.isnan(per_group)]
+    if defined.size == 0:
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "between_groups":
+            return float(defined.min() / defined.max())
+        ratios = defined / overall
+        ratios = np.where(ratios > 1, 1 / ratios, ratios)
+    ratios = ratios[~np.isnan(ratios)]
+    return float(ratios.min()) if ratios.size else math.nan
+
+
+def _aggregate(values, agg: str, worst: Callable) -> float:
+    if agg == "mean":
+        return float(np.mean(values))
+    defined = [v for v in values if not math.isnan(v)]
+    return float(worst(defined)) if defined else math.nan
