@@ -46,7 +46,7 @@ def load_arrests(*, return_X_y: bool = False, verify: bool = True):
     Examples
     --------
     >>> df = load_arrests()
-    >>> df.shape, round(df["released"].mean(), 3)
+    >>> df.shape, round(float(df["released"].mean()), 3)
     ((5226, 8), 0.829)
     """
     import hashlib
