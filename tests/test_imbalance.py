@@ -1,0 +1,247 @@
+"""Tests for sustainlab.imbalance: SMOTE from scratch, checked against imbalanced-learn by properties."""
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from imblearn.over_sampling import SMOTE as ImblearnSMOTE
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from sustainlab.imbalance import (
+    SMOTE,
+    compare_rebalancing,
+    imbalance_report,
+    interpolate,
+    leakage_demo,
+    minority_neighbors,
+    resolve_sampling_strategy,
+)
+
+
+@pytest.fixture(scope="module")
+def binary():
+    return make_classification(n_samples=400, n_features=5, weights=[0.9], random_state=0)
+
+
+@pytest.fixture(scope="module")
+def multiclass():
+    return make_classification(
+        n_samples=600, n_features=6, n_informative=4, n_classes=3, weights=[0.7, 0.2], random_state=0
+    )
+
+
+STRATEGIES_MULTI = ["auto", "minority", "not minority", "not majority", "all", {1: 300, 2: 200}, {2: 400}]
+STRATEGIES_BINARY = ["auto", "minority", "all", 0.5, 1.0, 0.25, {1: 100}, lambda y: {1: 200}]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES_MULTI, ids=str)
+def test_smote_class_counts_match_imblearn_multiclass(multiclass, strategy):
+    """Does every sampling_strategy give imbalanced-learn's class counts on a 3-class problem?"""
+    X, y = multiclass
+    _, ours = SMOTE(sampling_strategy=strategy, random_state=0).fit_resample(X, y)
+    _, theirs = ImblearnSMOTE(sampling_strategy=strategy, random_state=0).fit_resample(X, y)
+    assert Counter(ours) == Counter(theirs)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES_BINARY, ids=str)
+def test_smote_class_counts_match_imblearn_binary(binary, strategy):
+    """Do floats, dicts and callables give imbalanced-learn's class counts on a binary problem?"""
+    X, y = binary
+    _, ours = SMOTE(sampling_strategy=strategy, random_state=0).fit_resample(X, y)
+    _, theirs = ImblearnSMOTE(sampling_strategy=strategy, random_state=0).fit_resample(X, y)
+    assert Counter(ours) == Counter(theirs)
+
+
+def test_smote_keeps_original_samples_first(multiclass):
+    """Are the original rows returned unchanged, in order, before the synthetic ones?"""
+    X, y = multiclass
+    X_res, y_res = SMOTE(random_state=0).fit_resample(X, y)
+    np.testing.assert_array_equal(X_res[: len(X)], X)
+    np.testing.assert_array_equal(y_res[: len(y)], y)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_smote_points_lie_on_segments_to_k_nearest_neighbours(multiclass, k):
+    """Does each synthetic point lie on a segment between a same-class sample and one of its k nearest neighbours?"""
+    X, y = multiclass
+    X_res, y_res = SMOTE(k_neighbors=k, random_state=1).fit_resample(X, y)
+    for label in (1, 2):
+        X_class = X[y == label]
+        neighbors = minority_neighbors(X_class, k)
+        synthetic = X_res[len(X) :][y_res[len(y) :] == label]
+        assert len(synthetic) > 0
+        # For each synthetic point find a (base, neighbour) pair whose segment contains it.
+        for point in synthetic[:60]:
+            base = X_class[:, None, :]  # (n, 1, d)
+            ends = X_class[neighbors]  # (n, k, d)
+            direction = ends - base
+            length2 = (direction**2).sum(-1)
+            t = ((point - base) * direction).sum(-1) / np.where(length2 > 0, length2, 1)
+            closest = base + np.clip(t, 0, 1)[..., None] * direction
+            distance = np.sqrt(((closest - point) ** 2).sum(-1))
+            assert distance.min() < 1e-9
+
+
+def test_smote_same_seed_same_output_and_different_seed_differs(binary):
+    """Is the output reproducible with random_state, and does another seed give other points?"""
+    X, y = binary
+    a, _ = SMOTE(random_state=3).fit_resample(X, y)
+    b, _ = SMOTE(random_state=3).fit_resample(X, y)
+    c, _ = SMOTE(random_state=4).fit_resample(X, y)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[len(X) :], c[len(X) :])
+
+
+def test_smote_does_not_mutate_inputs(binary):
+    """Are X and y left untouched?"""
+    X, y = binary
+    X_copy, y_copy = X.copy(), y.copy()
+    SMOTE(random_state=0).fit_resample(X, y)
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(y, y_copy)
+
+
+def test_smote_synthetic_distribution_matches_imblearn():
+    """Are our synthetic points distributed like imblearn's (per-feature means and variances, pooled over seeds)?"""
+    X, y = make_classification(n_samples=3000, n_features=8, weights=[0.9], random_state=2)
+    n = len(X)
+    ours = np.concatenate([SMOTE(random_state=s).fit_resample(X, y)[0][n:] for s in range(5)])
+    theirs = np.concatenate([ImblearnSMOTE(random_state=s).fit_resample(X, y)[0][n:] for s in range(5)])
+    spread = X[y == 1].std(axis=0)
+    # ~12,000 points per side: the standard error of a mean is ~0.01 std; 0.05 std leaves a wide margin.
+    np.testing.assert_array_less(np.abs(ours.mean(axis=0) - theirs.mean(axis=0)), 0.05 * spread)
+    np.testing.assert_allclose(ours.var(axis=0), theirs.var(axis=0), rtol=0.08)
+    # Distance of a synthetic point to its nearest original minority point: same distribution as well.
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=1).fit(X[y == 1])
+    d_ours = nn.kneighbors(ours)[0].ravel()
+    d_theirs = nn.kneighbors(theirs)[0].ravel()
+    np.testing.assert_allclose(np.quantile(d_ours, [0.25, 0.5, 0.75]), np.quantile(d_theirs, [0.25, 0.5, 0.75]),
+                               rtol=0.08)
+
+
+def test_smote_keeps_pandas_column_names_and_series_name(binary):
+    """Does a DataFrame/Series come back as a DataFrame/Series with the same names?"""
+    X, y = binary
+    X_df = pd.DataFrame(X, columns=[f"feature_{i}" for i in range(X.shape[1])])
+    y_s = pd.Series(y, name="label")
+    X_res, y_res = SMOTE(random_state=0).fit_resample(X_df, y_s)
+    assert isinstance(X_res, pd.DataFrame) and list(X_res.columns) == list(X_df.columns)
+    assert isinstance(y_res, pd.Series) and y_res.name == "label"
+    assert len(X_res) == len(y_res) == 2 * int((y == 0).sum())
+
+
+def test_smote_string_labels_and_float32(binary):
+    """Do string labels work and does float32 stay float32?"""
+    X, y = binary
+    labels = np.where(y == 1, "rare", "common")
+    X_res, y_res = SMOTE(random_state=0).fit_resample(X.astype(np.float32), labels)
+    assert X_res.dtype == np.float32
+    assert Counter(y_res) == {"common": int((y == 0).sum()), "rare": int((y == 0).sum())}
+
+
+def test_smote_in_imblearn_pipeline_cross_validates(binary):
+    """Does SMOTE drop into imblearn's Pipeline and survive cloning in cross-validation?"""
+    from imblearn.pipeline import make_pipeline
+    from sklearn.model_selection import cross_val_score
+
+    X, y = binary
+    scores = cross_val_score(make_pipeline(SMOTE(random_state=0), LogisticRegression()), X, y, cv=3)
+    assert scores.shape == (3,) and np.all(scores > 0.5)
+
+
+def test_interpolate_and_neighbors_basics():
+    """Do the two building blocks do what the notebook says?"""
+    base, end = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 4.0], [1.0, 3.0]])
+    np.testing.assert_allclose(interpolate(base, end, np.array([0.0, 0.5])), [[0.0, 0.0], [1.0, 2.0]])
+    X = np.array([[0.0], [1.0], [3.0], [7.0]])
+    np.testing.assert_array_equal(minority_neighbors(X, 2), [[1, 2], [0, 2], [1, 0], [2, 1]])
+
+
+BAD_INPUTS = [
+    (dict(X=np.array([[np.nan, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "NaN or infinite"),
+    (dict(X=np.array([[np.inf, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "NaN or infinite"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 7 + [1] * 3), {}, r"only 3 sample\(s\).*k_neighbors \+ 1"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": {1: 2}}, "below its current"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": {5: 8}}, "not present"),
+    (dict(X=pd.DataFrame({"a": range(10), "sex": list("MF") * 5}), y=[0] * 6 + [1] * 4), {}, "non-numeric.*'sex'"),
+    (dict(X=np.array([["a", "b"]] * 10), y=[0] * 6 + [1] * 4), {}, "non-numeric"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 10), {}, "at least 2 classes"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 9), {}, "different lengths"),
+    (dict(X=np.arange(10.0), y=[0] * 6 + [1] * 4), {}, "must be 2-D"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": "majority"}, "one of"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": 1.5}, "<= 1"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": 0.5}, "remove samples"),
+    (dict(X=np.arange(30.0).reshape(15, 2), y=[0] * 9 + [1] * 3 + [2] * 3), {"sampling_strategy": 0.9,
+                                                                            "k_neighbors": 1}, "binary"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"k_neighbors": 0}, "k_neighbors must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("data, params, message", BAD_INPUTS, ids=[m for _, _, m in BAD_INPUTS])
+def test_smote_bad_input_raises_clear_value_error(data, params, message):
+    """Does each bad input raise a ValueError whose message names the problem?"""
+    with pytest.raises(ValueError, match=message):
+        SMOTE(**params).fit_resample(data["X"], data["y"])
+
+
+def test_resolve_sampling_strategy_auto_counts():
+    """Does "auto" raise every non-majority class to the majority count?"""
+    assert resolve_sampling_strategy("auto", ["a"] * 6 + ["b"] * 2 + ["c"]) == {"b": 4, "c": 5}
+
+
+def test_leakage_demo_leaky_protocol_scores_higher(binary):
+    """Does oversampling before the split inflate the cross-validated score on a hard problem?"""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = make_classification(n_samples=600, n_features=10, n_informative=3, weights=[0.92], flip_y=0.05,
+                               random_state=0)
+    scores = leakage_demo(KNeighborsClassifier(1), X, y, cv=5, random_state=0)
+    assert set(scores) == {"oversample then split", "split then oversample"}
+    assert scores["oversample then split"].mean() > scores["split then oversample"].mean() + 0.05
+
+
+def test_compare_rebalancing_table(binary):
+    """Does the comparison give one row per strategy with scores in [0, 1] and positive fit times?"""
+    from imblearn.pipeline import make_pipeline
+
+    X, y = binary
+    table = compare_rebalancing(
+        {"none": LogisticRegression(), "SMOTE": make_pipeline(SMOTE(random_state=0), LogisticRegression())},
+        X, y, cv=3,
+    )
+    assert list(table.index) == ["none", "SMOTE"]
+    scores = table[["balanced_accuracy", "minority_recall", "pr_auc"]].to_numpy()
+    assert np.all((scores >= 0) & (scores <= 1)) and np.all(table["fit_time_s"] > 0)
+    # Rebalancing a logistic regression trades precision for minority recall.
+    assert table.loc["SMOTE", "minority_recall"] >= table.loc["none", "minority_recall"]
+
+
+def test_imbalance_report_majority_baseline():
+    """Does a majority-class predictor get high accuracy but chance balanced accuracy and zero minority recall?"""
+    y_true = np.array([0] * 95 + [1] * 5)
+    report = imbalance_report(y_true, np.zeros(100, dtype=int), np.zeros(100))
+    assert report.accuracy == pytest.approx(0.95)
+    assert report.balanced_accuracy == pytest.approx(0.5)
+    assert report.per_class.loc["1", "recall"] == 0
+    assert report.roc_auc == pytest.approx(0.5) and report.pr_auc == pytest.approx(0.05)
+    np.testing.assert_array_equal(report.confusion, [[95, 0], [5, 0]])
+    assert "balanced accuracy  0.500" in report.summary()
+
+
+def test_imbalance_report_multiclass_scores_and_plot():
+    """Do multi-class scores give macro AUCs, and does the confusion plot label its axes?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    scores = np.eye(3)[y_true] * 0.8 + 0.1
+    report = imbalance_report(y_true, y_true, scores)
+    assert report.roc_auc == pytest.approx(1.0) and report.pr_auc == pytest.approx(1.0)
+    ax = report.plot_confusion_matrix()
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    with pytest.raises(ValueError, match="shape"):
+        imbalance_report(y_true, y_true, scores[:, :2])
