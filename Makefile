@@ -31,8 +31,11 @@ $(STAMP): binder/requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name sustainlab --display-name "Python (sustainlab)" >/dev/null
 	@touch $(STAMP)
 
+# JupyterLab refuses to run as root unless told; containers and CI often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -46,8 +49,13 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+# Keeps the header comment, pins every installed distribution (torch first, without its local +cpu label).
 lock: $(STAMP)
-	$(PY) -m sustainlab.lockfile > binder/requirements.txt.new && mv binder/requirements.txt.new binder/requirements.txt
+	@{ grep '^#' binder/requirements.txt; \
+	   $(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' | grep -i '^torch=='; \
+	   $(PY) -m pip freeze --exclude-editable | grep -vi '^torch==' | sort -f; } > binder/requirements.txt.new
+	@mv binder/requirements.txt.new binder/requirements.txt
+	@echo "binder/requirements.txt rewritten; review with git diff"
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,139 @@
+"""The dependency files agree: pyproject ranges, the lock file, environment.yml and binder/ (so they can't drift)."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "binder" / "requirements.txt"
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements():
+    project = _pyproject()["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    for extra in project.get("optional-dependencies", {}).values():
+        reqs += [Requirement(r) for r in extra]
+    return reqs
+
+
+def _lock():
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        assert "==" in line and ";" not in line, f"lock file line is not an exact pin: {line!r}"
+        name, version = line.split("==")
+        pins[canonicalize_name(name)] = Version(version)
+    return pins
+
+
+def test_lock_pins_every_dependency_inside_its_range():
+    pins = _lock()
+    for req in _requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml but not pinned in binder/requirements.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{req.name}=={pins[name]} in the lock file is outside pyproject's range {req.specifier}"
+        )
+
+
+def test_pyproject_uses_ranges_not_pins():
+    """Hard pins inside a package break learners' other environments."""
+    for req in _requirements():
+        assert not any(spec.operator in ("==", "===") for spec in req.specifier), f"{req} is pinned in pyproject.toml"
+
+
+def test_torch_is_locked_at_the_local_cpu_wheel_version_and_installed_first():
+    pins = _lock()
+    assert pins["torch"] == Version("2.13.0")
+    first_pin = next(l for l in LOCK.read_text().splitlines() if l.strip() and not l.startswith("#"))
+    assert first_pin == "torch==2.13.0"
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.index("^torch==") < makefile.index("-r binder/requirements.txt")
+
+
+def test_installed_versions_match_the_lock():
+    """The environment the tests run in is the locked one (for the core packages)."""
+    from importlib import metadata
+
+    pins = _lock()
+    for req in _requirements():
+        installed = Version(metadata.version(req.name))
+        assert Version(installed.base_version) == pins[canonicalize_name(req.name)], f"{req.name} {installed}"
+
+
+def test_environment_yml_installs_the_lock_and_the_package():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "sustainlab"
+    assert "conda-forge" in env["channels"]
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
+    runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
+    assert python.split("=")[-1] == runtime.removeprefix("python-"), "environment.yml and binder/runtime.txt disagree"
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert "-r binder/requirements.txt" in pip_section
+    assert "-e ." in pip_section
+
+
+def test_binder_installs_the_package_and_registers_the_kernel():
+    post_build = (ROOT / "binder" / "postBuild").read_text()
+    assert re.search(r"pip install .*-e \.", post_build)
+    assert "ipykernel install" in post_build and "--name sustainlab" in post_build
+    assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111, "postBuild must be executable"
+    # repo2docker ignores files outside binder/ when that folder exists: the lock must live inside it.
+    assert LOCK.exists()
+    runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
+    assert re.fullmatch(r"python-3\.\d+", runtime)
+    assert Version(runtime.removeprefix("python-")) >= Version("3.10")
+
+
+def test_binder_link_opens_the_welcome_notebook_in_jupyterlab():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"https://mybinder\.org/v2/gh/[^)\s]+", readme)
+    assert links, "README has no Binder link"
+    assert all("urlpath=lab/tree/notebooks/00_welcome.ipynb" in link for link in links)
+    assert (ROOT / "notebooks" / "00_welcome.ipynb").exists()
+
+
+_DOWNLOADS = re.compile(r"\b(wget|curl)\b|fetch_openml|fetch_datasets|urlretrieve|urlopen|requests\.get|hf_hub_download")
+
+
+def test_no_step_downloads_data():
+    """Nothing in the Binder build, the package or the notebooks' code fetches data from the network."""
+    sources = [ROOT / "binder" / "postBuild"] + sorted((ROOT / "sustainlab").rglob("*.py"))
+    for path in sources:
+        assert not _DOWNLOADS.search(path.read_text()), f"{path.relative_to(ROOT)} looks like it downloads something"
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert not _DOWNLOADS.search(cell.source), f"{path.name} has a cell that downloads something"
+                assert "EmissionsTracker(" not in cell.source.replace("OfflineEmissionsTracker(", ""), (
+                    f"{path.name} uses codecarbon's online tracker"
+                )
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [l.strip() for l in ci.splitlines() if l.strip() and not l.startswith("#")]
+    assert commands[-1] == "make test"
+    assert "make test" in readme and "make lab" in readme

@@ -1,0 +1,68 @@
+"""The course layout: every chapter in sustainlab.chapters has its notebook, module, checks and tests, and every
+notebook follows the conventions that testing and grading rely on (shared/README.md)."""
+
+from importlib import import_module
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sustainlab.chapters import CHAPTERS
+from sustainlab.checks import passed_line, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(chapter):
+    return nbformat.read(ROOT / chapter.notebook, as_version=4)
+
+
+def _check_cells(notebook):
+    return [c for c in notebook.cells if c.cell_type == "code" and "check" in c.metadata.get("sustainlab", {})]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
+def test_chapter_has_all_its_artefacts(chapter):
+    assert (ROOT / chapter.notebook).is_file(), f"missing {chapter.notebook}"
+    if chapter.module:
+        import_module(f"sustainlab.{chapter.module}")
+        assert (ROOT / "sustainlab" / "checks" / f"{chapter.module}.py").is_file()
+        assert (ROOT / "tests" / f"test_{chapter.module}.py").is_file()
+
+
+def test_every_notebook_is_a_listed_chapter():
+    listed = {Path(c.notebook).name for c in CHAPTERS}
+    present = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert present <= listed, f"notebooks not in sustainlab/chapters.py: {sorted(present - listed)}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
+def test_notebook_follows_the_conventions(chapter):
+    notebook = _notebook(chapter)
+    assert notebook.metadata.get("kernelspec", {}).get("name") == "sustainlab"
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    assert "seed_everything(" in code_cells[0].source, "the first code cell must seed everything"
+    for cell in code_cells:
+        assert cell.execution_count is not None, "every code cell must have been executed and saved (make notebooks)"
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", f"a stored output is an error: {cell.source[:60]!r}"
+            text = output.get("text", "")
+            assert "it/s]" not in text and "s/it]" not in text, "a progress bar leaked into the stored outputs"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
+def test_check_cells_store_their_pass_line(chapter):
+    """Each check cell's stored output is exactly its pass line: that is what grading compares against."""
+    notebook = _notebook(chapter)
+    check_cells = _check_cells(notebook)
+    if chapter.module:
+        assert len(check_cells) >= 2, f"{chapter.notebook} needs graded exercises with check cells"
+    known = registry()
+    for cell in check_cells:
+        meta = cell.metadata["sustainlab"]
+        assert isinstance(meta.get("points"), int) and meta["points"] > 0
+        if not meta.get("hidden"):
+            assert meta["check"] in known, f"check id {meta['check']!r} is not registered in sustainlab.checks"
+            assert f'check("{meta["check"]}"' in cell.source
+        texts = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+        assert texts == passed_line(meta["check"]) + "\n"

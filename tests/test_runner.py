@@ -1,0 +1,56 @@
+"""Tests for the headless course runner behind `sustainlab run-all`."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from sustainlab.cli import main
+from sustainlab.runner import course_notebooks, execute_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _write(path, *sources):
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), path)
+    return path
+
+
+def test_execute_notebook_saves_outputs_and_measures(tmp_path):
+    path = _write(tmp_path / "ok.ipynb", "import os\nprint(os.environ['SUSTAINLAB_PROGRESS'])", "x = bytearray(50 * 2**20)")
+    run = execute_notebook(path, save=True)
+    assert run.ok and run.error is None
+    assert run.seconds > 0 and run.peak_mb > 50, "peak memory should include the kernel's 50 MB allocation"
+    saved = nbformat.read(path, as_version=4)
+    assert saved.cells[0].outputs[0]["text"] == "0\n", "kernels must run with progress bars off"
+
+
+def test_run_all_reports_failures_and_budget_overruns(tmp_path, capsys):
+    good = _write(tmp_path / "good.ipynb", "print('hi')")
+    bad = _write(tmp_path / "bad.ipynb", "raise ValueError('broken on purpose')")
+    assert main(["run-all", str(good)]) == 0
+    assert main(["run-all", str(good), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "bad.ipynb" in out and "FAIL" in out and "broken on purpose" in out
+    assert main(["run-all", str(good), "--budget-seconds", "0.001"]) == 1
+    assert "OVER BUDGET" in capsys.readouterr().out
+
+
+def test_run_all_missing_notebook_is_a_clear_error(tmp_path, capsys):
+    assert main(["run-all", str(tmp_path / "nope.ipynb")]) == 2
+    assert "no such notebook" in capsys.readouterr().err
+
+
+def test_unreadable_notebook_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.ipynb"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable notebook"):
+        execute_notebook(path)
+
+
+def test_course_notebooks_in_chapter_order():
+    names = [p.name for p in course_notebooks(ROOT)]
+    assert names[0] == "00_welcome.ipynb"
+    assert names == sorted(names)
