@@ -9,6 +9,133 @@ from __future__ import annotations
 # Chapter 3 (imbalance) and chapter 4 (fairness) add their loaders below, one function per dataset.
 
 
+# --- Chapter 3 (imbalance): abalone, bundled with scikit-lego; a synthetic imbalanced set --------------------------
+
+#: SHA-256 of ``sklego/data/abalone.zip`` in scikit-lego 0.9.10, and the raw table's shape: a changed file is noticed.
+ABALONE_SHA256 = "bb71e7da9981886496a020bad41f4a52a9cc13e6602e3390f81d5a9952b8b2f2"
+ABALONE_SHAPE = (4177, 9)
+
+
+def load_abalone(*, min_rings: int = 16, return_X_y: bool = False, verify: bool = True):
+    """Load the abalone data (4,177 shellfish) from scikit-lego's installed files as an imbalanced "is it old?" task.
+
+    Used in ``notebooks/03_smote.ipynb`` (*Is SMOTE worth its compute?*); data card in ``data/README.md``. The target
+    ``old`` is 1 when the shell has at least ``min_rings`` rings (age ≈ rings + 1.5 years): with the default 16, 261
+    of 4,177 abalones (6.2 %, about 1 : 15) are old. Nothing is downloaded.
+
+    Parameters
+    ----------
+    min_rings : int, default 16
+        Ring count from which an abalone counts as old (between 2 and 29).
+    return_X_y : bool, default False
+        Return ``(X, y)`` instead of one DataFrame.
+    verify : bool, default True
+        Check the bundled file's SHA-256 and the table's shape, so that a different scikit-lego version cannot
+        silently change the lesson's numbers.
+
+    Returns
+    -------
+    pandas.DataFrame or (DataFrame, Series)
+        Numeric columns only, ready for SMOTE: ``sex_F``, ``sex_I`` (infant), ``sex_M`` (0/1 one-hot), ``length``,
+        ``diameter``, ``height`` (mm / 200), ``whole_weight``, ``shucked_weight``, ``viscera_weight``,
+        ``shell_weight`` (g / 200), then the target ``old`` (0/1). ``rings`` is dropped: it defines the target.
+
+    Raises
+    ------
+    ValueError
+        If ``min_rings`` is outside 2..29.
+    RuntimeError
+        If the file is missing or differs from the expected one (checksum or shape).
+
+    Examples
+    --------
+    >>> X, y = load_abalone(return_X_y=True)
+    >>> X.shape, int(y.sum())
+    ((4177, 10), 261)
+    """
+    import hashlib
+    from importlib import resources
+
+    import pandas as pd
+
+    from .validation import check_scalar
+
+    min_rings = check_scalar(min_rings, "min_rings", min_value=2, max_value=29, integer=True)
+    try:
+        path = resources.files("sklego") / "data" / "abalone.zip"
+        raw = path.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as error:
+        raise RuntimeError(
+            "The abalone data ships with scikit-lego (sklego/data/abalone.zip) and was not found: install the pinned "
+            "scikit-lego from binder/requirements.txt."
+        ) from error
+    if verify:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != ABALONE_SHA256:
+            raise RuntimeError(
+                f"sklego/data/abalone.zip has SHA-256 {digest}, expected {ABALONE_SHA256}: the installed scikit-lego "
+                "bundles a different file. Install the pinned version, or update the checksum and re-run chapter 3."
+            )
+    with path.open("rb") as handle:
+        raw_frame = pd.read_csv(handle, compression="zip")
+    if verify and raw_frame.shape != ABALONE_SHAPE:
+        raise RuntimeError(f"The abalone table has shape {raw_frame.shape}, expected {ABALONE_SHAPE}.")
+    sex = pd.get_dummies(raw_frame["sex"], prefix="sex", dtype=float).reindex(
+        columns=["sex_F", "sex_I", "sex_M"], fill_value=0.0
+    )
+    measurements = raw_frame.drop(columns=["sex", "rings"]).astype(float)
+    frame = pd.concat([sex, measurements], axis=1)
+    frame["old"] = (raw_frame["rings"] >= min_rings).astype(int)
+    if return_X_y:
+        return frame.drop(columns="old"), frame["old"]
+    return frame
+
+
+def make_imbalanced(n_samples: int = 2000, *, minority_share: float = 0.1, n_features: int = 10,
+                    class_sep: float = 1.0, flip_y: float = 0.01, random_state: int = 0):
+    """A controllable synthetic binary problem with a chosen minority share, for sweeps over the imbalance.
+
+    A thin wrapper over ``sklearn.datasets.make_classification`` (4 informative, 2 redundant features, two clusters
+    per class) used in ``notebooks/03_smote.ipynb``; data card in ``data/README.md``.
+
+    Parameters
+    ----------
+    n_samples : int, default 2000
+    minority_share : float in (0, 0.5], default 0.1
+        Expected share of class 1 before label noise.
+    n_features : int >= 6, default 10
+    class_sep : float > 0, default 1.0
+        Larger is easier.
+    flip_y : float in [0, 0.5), default 0.01
+        Share of labels assigned at random (label noise).
+    random_state : int, default 0
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of int, shape (n_samples,)
+
+    Examples
+    --------
+    >>> X, y = make_imbalanced(1000, minority_share=0.05)
+    >>> X.shape, int(y.sum())
+    ((1000, 10), 57)
+    """
+    from sklearn.datasets import make_classification
+
+    from .validation import check_scalar
+
+    n_samples = check_scalar(n_samples, "n_samples", min_value=10, integer=True)
+    share = check_scalar(minority_share, "minority_share", min_value=0, max_value=0.5, include_min=False)
+    n_features = check_scalar(n_features, "n_features", min_value=6, integer=True)
+    class_sep = check_scalar(class_sep, "class_sep", min_value=0, include_min=False)
+    flip_y = check_scalar(flip_y, "flip_y", min_value=0, max_value=0.5, include_max=False)
+    return make_classification(
+        n_samples=n_samples, n_features=n_features, n_informative=4, n_redundant=2, n_clusters_per_class=2,
+        weights=[1 - share], class_sep=class_sep, flip_y=flip_y, random_state=random_state,
+    )
+
+
 # --- Chapter 4 (fairness): Toronto arrests, bundled with scikit-lego -------------------------------------------------
 
 #: SHA-256 of ``sklego/data/arrests.zip`` in scikit-lego 0.9.10, and the table's shape: a changed file is noticed.
