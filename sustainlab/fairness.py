@@ -598,13 +598,18 @@ def _weighted_rates(numerator_mask, denominator_mask, weights, codes, n_groups, 
     """Per-group and overall weighted rate sum(w · num) / sum(w · den)."""
     num = np.bincount(codes, weights=weights * numerator_mask, minlength=n_groups)
     den = np.bincount(codes, weights=weights * denominator_mask, minlength=n_groups)
-    per_group = np.empty(n_groups)
-    for i in range(n_groups):
-        # One warning per call is enough; the rest of the empty groups follow the same rule.
-        with warnings.catch_warnings():
-            if i > 0:
-                warnings.simplefilter("ignore", UndefinedRateWarning)
-            per_group[i] = _rate(num[i], den[i], zero_division, what)
+    undefined = den <= 0
+    if undefined.any() and zero_division == "warn":
+        # One warning per call, naming how many groups, rather than one per group.
+        warnings.warn(
+            f"The {what} is undefined (0/0) in {int(undefined.sum())} group(s) without the needed samples; reported "
+            f"as 0.0 like fairlearn. Pass zero_division=np.nan to leave such groups out of the disparity.",
+            UndefinedRateWarning,
+            stacklevel=4,
+        )
+    fill = 0.0 if zero_division == "warn" else zero_division
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_group = np.where(undefined, fill, num / np.where(undefined, 1.0, den))
     overall = _rate(num.sum(), den.sum(), zero_division, what)
     return per_group, overall
 
