@@ -1,0 +1,678 @@
+"""Chapter 2: scaled dot-product attention from scratch, a memory-efficient chunked variant, and what attention costs.
+
+Taught in ``notebooks/02_attention.ipynb``. The functions mirror ``torch.nn.functional.scaled_dot_product_attention``
+(same argument names and mask semantics) so that every result can be checked against it:
+
+- :func:`scaled_dot_product_attention`: softmax(QKᵀ/√d + mask)·V, the textbook way (materialises the N×N scores);
+- :func:`chunked_attention`: the same result, walking over key/value blocks with an *online* softmax (the idea behind
+  FlashAttention), so the memory for scores grows as O(N·chunk) instead of O(N²);
+- :func:`attention_flops`, :func:`attention_memory_bytes`: the cost model;
+- :class:`MultiHeadAttention` (backends ``"naive"``, ``"chunked"``, ``"sdpa"``) and :class:`TinyTransformer`;
+- :func:`time_attention`, :func:`peak_memory_bytes`, :func:`sdpa_kernel_used`: honest measurement on CPU and GPU.
+
+Mask semantics (as in torch's SDPA, *not* as in ``torch.nn.MultiheadAttention``): a boolean mask is ``True`` where a
+query **may** attend to a key; a floating mask is **added** to the scores. ``is_causal=True`` lets query ``i`` attend
+to keys ``0..i`` (top-left aligned, as torch does when the query and key lengths differ).
+
+Fully-masked rows: a query that may attend to no key at all gets an output of zeros and attention weights of zeros.
+That is what ``torch.nn.functional.scaled_dot_product_attention`` returns on the CPU in torch ≥ 2.5 (rather than the
+NaNs a plain softmax over ``-inf`` gives), and it is tested.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .utils import Timer, pick_device, synchronize
+from .validation import check_option, check_scalar
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "chunked_attention",
+    "causal_mask",
+    "online_softmax_update",
+    "attention_flops",
+    "attention_memory_bytes",
+    "MultiHeadAttention",
+    "TransformerBlock",
+    "TinyTransformer",
+    "reversal_data",
+    "sequence_accuracy",
+    "time_attention",
+    "peak_memory_bytes",
+    "sdpa_kernel_used",
+    "BACKENDS",
+]
+
+#: Attention implementations a :class:`MultiHeadAttention` can switch between.
+BACKENDS = ("naive", "chunked", "sdpa")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation shared by the public attention functions
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_qkv(q, k, v) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., length, dim) with at least 2 dimensions, got {tuple(t.shape)}.")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}.")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"q, k and v must have the same dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}; convert them with .to()."
+        )
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on the same device, got {q.device}, {k.device}, {v.device}.")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same head dimension (last axis), got q {tuple(q.shape)} and k {tuple(k.shape)}."
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same length (second-to-last axis), got k {tuple(k.shape)} and v {tuple(v.shape)}."
+        )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading (batch, head) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} "
+            "do not broadcast."
+        ) from None
+
+
+def _check_mask(attn_mask, q, k, is_causal) -> None:
+    if attn_mask is None:
+        return
+    if is_causal:
+        raise ValueError("pass either attn_mask or is_causal=True, not both (fold the causal mask into attn_mask).")
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}.")
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(f"attn_mask must be boolean (True = may attend) or floating (added), got {attn_mask.dtype}.")
+    if attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
+        raise TypeError(f"a floating attn_mask must have the dtype of q ({q.dtype}), got {attn_mask.dtype}.")
+    scores_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
+    try:
+        out = torch.broadcast_shapes(attn_mask.shape, scores_shape)
+    except RuntimeError:
+        out = None
+    if out != scores_shape:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the attention scores' shape "
+            f"{tuple(scores_shape)} (..., n_queries, n_keys)."
+        )
+
+
+def _check_scale(scale):
+    if scale is None:
+        return None
+    return check_scalar(scale, "scale", min_value=0, include_min=False)
+
+
+def causal_mask(n_q: int, n_k: int | None = None, device=None) -> torch.Tensor:
+    """Boolean causal mask of shape ``(n_q, n_k)``: ``True`` where query ``i`` may attend to key ``j`` (``j <= i``).
+
+    Top-left aligned like torch's ``is_causal``. Built in ``notebooks/02_attention.ipynb``, *Exercise att-2*.
+
+    Examples
+    --------
+    >>> causal_mask(3).int().tolist()
+    [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    """
+    n_q = check_scalar(n_q, "n_q", min_value=1, integer=True)
+    n_k = n_q if n_k is None else check_scalar(n_k, "n_k", min_value=1, integer=True)
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
+
+
+def _as_additive(attn_mask, is_causal, n_q, n_k, dtype, device):
+    """The mask as a tensor added to the scores (0 or -inf), or None."""
+    if is_causal:
+        attn_mask = causal_mask(n_q, n_k, device=device)
+    if attn_mask is None:
+        return None
+    if attn_mask.dtype == torch.bool:
+        return torch.zeros(attn_mask.shape, dtype=dtype, device=device).masked_fill(~attn_mask, float("-inf"))
+    return attn_mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, return_weights=False):
+    """Compute softmax(q·kᵀ·scale + mask)·v, the naive way that stores every score.
+
+    Same semantics as ``torch.nn.functional.scaled_dot_product_attention`` (without dropout), written so a learner can
+    read each step. Taught in ``notebooks/02_attention.ipynb``, *What does attention compute?*
+
+    Parameters
+    ----------
+    q : Tensor of shape (..., n_q, d)
+    k : Tensor of shape (..., n_k, d)
+    v : Tensor of shape (..., n_k, d_v)
+        Queries, keys and values with broadcastable leading (batch, head) dimensions and one floating dtype.
+    attn_mask : Tensor, optional
+        Broadcastable to (..., n_q, n_k). Boolean: ``True`` where attention is allowed. Floating: added to the scores.
+    is_causal : bool, default False
+        Query ``i`` attends to keys ``0..i`` only. Cannot be combined with ``attn_mask``.
+    scale : float, optional
+        Factor applied to the scores; default ``1/sqrt(d)``.
+    return_weights : bool, default False
+        Also return the attention weights of shape (..., n_q, n_k).
+
+    Returns
+    -------
+    out : Tensor of shape (..., n_q, d_v)
+    weights : Tensor of shape (..., n_q, n_k), only if ``return_weights``
+        Rows sum to 1, except fully-masked rows, which are all zero (and give a zero output), as torch does.
+
+    Raises
+    ------
+    ValueError
+        Mismatched head dimensions or lengths, non-broadcastable batch dimensions or mask, ``attn_mask`` together with
+        ``is_causal``, or a non-positive ``scale``.
+    TypeError
+        Non-tensor input, mixed dtypes, or a mask that is neither boolean nor of the inputs' dtype.
+
+    Examples
+    --------
+    >>> q = k = v = torch.eye(2).reshape(1, 2, 2)
+    >>> out, w = scaled_dot_product_attention(q, k, v, is_causal=True, return_weights=True)
+    >>> [[round(x, 2) for x in row] for row in w[0].tolist()]
+    [[1.0, 0.0], [0.33, 0.67]]
+    """
+    _check_qkv(q, k, v)
+    _check_mask(attn_mask, q, k, is_causal)
+    scale = _check_scale(scale)
+    return _naive_attention(q, k, v, attn_mask, bool(is_causal), scale, return_weights)
+
+
+def _naive_attention(q, k, v, attn_mask, is_causal, scale, return_weights):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale
+    additive = _as_additive(attn_mask, is_causal, q.shape[-2], k.shape[-2], scores.dtype, scores.device)
+    if additive is not None:
+        scores = scores + additive
+    # A row whose scores are all -inf would give exp(-inf - -inf) = NaN; subtract 0 instead so those rows become 0.
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    exp = torch.exp(scores - row_max)
+    total = exp.sum(dim=-1, keepdim=True)
+    weights = exp / torch.where(total > 0, total, torch.ones_like(total))
+    out = weights @ v
+    return (out, weights) if return_weights else out
+
+
+def online_softmax_update(m, l, acc, scores_block, v_block):
+    """One step of the online softmax: fold a new block of scores and values into the running state.
+
+    The state for each query row is the running maximum ``m`` of the scores seen so far, the running sum
+    ``l = Σ exp(s - m)`` and the running weighted sum ``acc = Σ exp(s - m)·v``. When a block raises the maximum, the old
+    sum and accumulator are rescaled by ``exp(m_old - m_new)``; the final output is ``acc / l``. Taught in
+    ``notebooks/02_attention.ipynb``, *Exercise att-3*.
+
+    Parameters
+    ----------
+    m : Tensor of shape (..., n_q, 1)
+        Running maximum, ``-inf`` before the first block.
+    l : Tensor of shape (..., n_q, 1)
+        Running sum of exponentials, 0 before the first block.
+    acc : Tensor of shape (..., n_q, d_v)
+        Running weighted sum of values, 0 before the first block.
+    scores_block : Tensor of shape (..., n_q, chunk)
+        Scaled (and masked) scores of the queries against this block of keys.
+    v_block : Tensor of shape (..., chunk, d_v)
+
+    Returns
+    -------
+    (m, l, acc) : the updated state.
+    """
+    m_new = torch.maximum(m, scores_block.amax(dim=-1, keepdim=True))
+    # While a row has seen only -inf scores, m_new is -inf: use 0 as the reference so no NaN appears.
+    safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    correction = torch.exp(m - safe)
+    p = torch.exp(scores_block - safe)
+    l = l * correction + p.sum(dim=-1, keepdim=True)
+    acc = acc * correction + p @ v_block
+    return m_new, l, acc
+
+
+def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, scale=None):
+    """Attention computed over blocks of ``chunk_size`` keys with an online softmax (memory O(N·chunk), not O(N²)).
+
+    Gives the same result as :func:`scaled_dot_product_attention` up to rounding, but never holds more than
+    ``n_q × chunk_size`` scores per (batch, head) at a time. This is the core idea of FlashAttention, which also tiles
+    the queries and fuses everything into one GPU kernel. Taught in ``notebooks/02_attention.ipynb``,
+    *How can attention use less memory?*
+
+    Parameters
+    ----------
+    q, k, v : Tensor
+        As in :func:`scaled_dot_product_attention`.
+    chunk_size : int
+        Number of keys per block, ≥ 1. Larger blocks mean fewer, bigger matrix products (faster) and more memory.
+    is_causal : bool, default False
+        Query ``i`` attends to keys ``0..i``; blocks entirely in the future of every query are skipped.
+    attn_mask : Tensor, optional
+        Boolean or additive mask as in :func:`scaled_dot_product_attention`; it is sliced per block.
+    scale : float, optional
+        Default ``1/sqrt(d)``.
+
+    Returns
+    -------
+    Tensor of shape (..., n_q, d_v)
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`scaled_dot_product_attention`, plus ``chunk_size`` that is not a positive integer.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> q, k, v = (torch.randn(2, 16, 8, generator=g) for _ in range(3))
+    >>> full = scaled_dot_product_attention(q, k, v, is_causal=True)
+    >>> torch.allclose(chunked_attention(q, k, v, chunk_size=5, is_causal=True), full, atol=1e-6)
+    True
+    """
+    _check_qkv(q, k, v)
+    _check_mask(attn_mask, q, k, is_causal)
+    scale = _check_scale(scale)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer (keys per block), got {chunk_size}.")
+    return _chunked_attention(q, k, v, chunk_size, bool(is_causal), attn_mask, scale)
+
+
+def _chunked_attention(q, k, v, chunk_size, is_causal, attn_mask, scale):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    # Accumulate in at least fp32: a bf16 running sum over thousands of keys loses too many digits.
+    acc_dtype = torch.promote_types(q.dtype, torch.float32)
+    m = torch.full(batch + (n_q, 1), float("-inf"), dtype=acc_dtype, device=q.device)
+    l = torch.zeros(batch + (n_q, 1), dtype=acc_dtype, device=q.device)
+    acc = torch.zeros(batch + (n_q, v.shape[-1]), dtype=acc_dtype, device=q.device)
+    q_scaled = q * scale
+    rows = torch.arange(n_q, device=q.device).unsqueeze(-1)
+    if attn_mask is not None:
+        attn_mask = attn_mask.expand(*attn_mask.shape[:-1], n_k) if attn_mask.shape[-1] == 1 else attn_mask
+    for start in range(0, n_k, chunk_size):
+        if is_causal and start > n_q - 1:
+            break  # every later key is in the future of every query
+        stop = min(start + chunk_size, n_k)
+        scores = (q_scaled @ k[..., start:stop, :].transpose(-2, -1)).to(acc_dtype)
+        if is_causal and stop - 1 > 0:
+            cols = torch.arange(start, stop, device=q.device)
+            scores = scores.masked_fill(cols > rows, float("-inf"))
+        elif attn_mask is not None:
+            block = attn_mask[..., start:stop]
+            if block.dtype == torch.bool:
+                scores = scores.masked_fill(~block, float("-inf"))
+            else:
+                scores = scores + block.to(acc_dtype)
+        m, l, acc = online_softmax_update(m, l, acc, scores, v[..., start:stop, :].to(acc_dtype))
+    out = acc / torch.where(l > 0, l, torch.ones_like(l))
+    return out.to(q.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cost model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def attention_flops(batch, heads, n_q, n_k, head_dim, causal=False) -> int:
+    """Floating-point operations of one attention forward pass: 4·B·H·N_q·N_k·d, halved when causal.
+
+    Two matrix products (Q·Kᵀ and P·V), each ``2·N_q·N_k·d`` FLOPs (a multiply and an add per term); the softmax's
+    O(N_q·N_k) work is left out, as in the FlashAttention papers. A causal mask skips about half of the pairs, and
+    kernels that exploit it (FlashAttention, :func:`chunked_attention` partly) do half the work. Taught in
+    ``notebooks/02_attention.ipynb``, *What does attention cost?*
+
+    Examples
+    --------
+    >>> attention_flops(1, 1, 4, 4, 2)
+    128
+    >>> attention_flops(1, 1, 4, 4, 2, causal=True)
+    64
+    """
+    dims = [check_scalar(x, name, min_value=1, integer=True)
+            for x, name in ((batch, "batch"), (heads, "heads"), (n_q, "n_q"), (n_k, "n_k"), (head_dim, "head_dim"))]
+    b, h, nq, nk, d = dims
+    flops = 4 * b * h * nq * nk * d
+    return flops // 2 if causal else flops
+
+
+def attention_memory_bytes(batch, heads, n_q, n_k, dtype=torch.float32, *, chunk_size=None) -> int:
+    """Bytes of one score matrix (B·H·N_q·N_k elements), or of one block of it when ``chunk_size`` is given.
+
+    Naive attention holds at least two such matrices at once (scores, then softmax weights); chunked attention holds
+    ``B·H·N_q·min(chunk_size, N_k)`` per block instead.
+
+    Examples
+    --------
+    >>> attention_memory_bytes(1, 8, 4096, 4096)  # 512 MiB
+    536870912
+    >>> attention_memory_bytes(1, 8, 4096, 4096, chunk_size=512)
+    67108864
+    """
+    b, h, nq, nk = (check_scalar(x, name, min_value=1, integer=True)
+                    for x, name in ((batch, "batch"), (heads, "heads"), (n_q, "n_q"), (n_k, "n_k")))
+    if chunk_size is not None:
+        nk = min(nk, check_scalar(chunk_size, "chunk_size", min_value=1, integer=True))
+    if isinstance(dtype, torch.dtype):
+        itemsize = torch.empty((), dtype=dtype).element_size()
+    else:
+        itemsize = check_scalar(dtype, "dtype (bytes per element)", min_value=1, integer=True)
+    return b * h * nq * nk * itemsize
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a switchable attention backend (batch first).
+
+    Projections as in ``torch.nn.MultiheadAttention``; :meth:`load_from_torch` copies the weights of one, so the two
+    can be compared. Taught in ``notebooks/02_attention.ipynb``, *A tiny Transformer that learns to reverse*.
+
+    Parameters
+    ----------
+    embed_dim : int
+    num_heads : int
+        Must divide ``embed_dim``.
+    backend : {"naive", "chunked", "sdpa"}, default "sdpa"
+        :func:`scaled_dot_product_attention`, :func:`chunked_attention`, or torch's fused kernel.
+    chunk_size : int, default 128
+        Keys per block for the ``"chunked"`` backend.
+    bias : bool, default True
+
+    Notes
+    -----
+    ``attn_mask`` follows SDPA's convention (boolean ``True`` = may attend), the opposite of
+    ``torch.nn.MultiheadAttention``'s boolean masks. With ``need_weights=True`` the forward pass uses the naive backend
+    (only it materialises the weights) and returns the per-head weights of shape (batch, heads, n_q, n_k).
+    """
+
+    def __init__(self, embed_dim, num_heads, backend="sdpa", chunk_size=128, bias=True):
+        super().__init__()
+        embed_dim = check_scalar(embed_dim, "embed_dim", min_value=1, integer=True)
+        num_heads = check_scalar(num_heads, "num_heads", min_value=1, integer=True)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+        self.backend = check_option(backend, "backend", BACKENDS)
+        self.chunk_size = check_scalar(chunk_size, "chunk_size", min_value=1, integer=True)
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def _split(self, x):
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, query, key=None, value=None, attn_mask=None, is_causal=False, need_weights=False):
+        """Attend from ``query`` (batch, n_q, embed_dim) to ``key``/``value`` (default: ``query``, self-attention).
+
+        Returns the output (batch, n_q, embed_dim), plus the weights (batch, heads, n_q, n_k) if ``need_weights``.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"query must have shape (batch, length, {self.embed_dim}), got {tuple(query.shape)}.")
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        weights = None
+        if need_weights or self.backend == "naive":
+            out = scaled_dot_product_attention(q, k, v, attn_mask, is_causal, return_weights=need_weights)
+            if need_weights:
+                out, weights = out
+        elif self.backend == "chunked":
+            out = chunked_attention(q, k, v, self.chunk_size, is_causal, attn_mask=attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.embed_dim))
+        return (out, weights) if need_weights else out
+
+    @torch.no_grad()
+    def load_from_torch(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Copy the weights of a ``torch.nn.MultiheadAttention`` with the same sizes (for parity checks)."""
+        if mha.embed_dim != self.embed_dim or mha.num_heads != self.num_heads:
+            raise ValueError(
+                f"sizes differ: this module has embed_dim={self.embed_dim}, num_heads={self.num_heads}; the torch one "
+                f"embed_dim={mha.embed_dim}, num_heads={mha.num_heads}."
+            )
+        if mha.in_proj_weight is None:
+            raise ValueError("only torch.nn.MultiheadAttention with equal query/key/value sizes is supported.")
+        for proj, w in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_weight.chunk(3)):
+            proj.weight.copy_(w)
+        if mha.in_proj_bias is not None and self.q_proj.bias is not None:
+            for proj, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.chunk(3)):
+                proj.bias.copy_(b)
+        self.out_proj.weight.copy_(mha.out_proj.weight)
+        if mha.out_proj.bias is not None and self.out_proj.bias is not None:
+            self.out_proj.bias.copy_(mha.out_proj.bias)
+        return self
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer encoder block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, d_model, num_heads, d_ff, backend="sdpa"):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, num_heads, backend=backend)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+
+    def forward(self, x, need_weights=False):
+        h = self.norm1(x)
+        if need_weights:
+            a, weights = self.attn(h, need_weights=True)
+        else:
+            a, weights = self.attn(h), None
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return (x, weights) if need_weights else x
+
+
+class TinyTransformer(nn.Module):
+    """A tiny encoder-only Transformer mapping a token sequence to one prediction per position.
+
+    Token embedding + learned position embedding, ``num_layers`` pre-norm blocks, a final LayerNorm and a linear
+    read-out. Trained in ``notebooks/02_attention.ipynb`` to reverse sequences.
+
+    Parameters
+    ----------
+    vocab_size : int
+    max_len : int
+    d_model : int, default 32
+    num_heads : int, default 2
+    num_layers : int, default 1
+    d_ff : int, default 64
+    backend : {"naive", "chunked", "sdpa"}, default "sdpa"
+
+    Examples
+    --------
+    >>> model = TinyTransformer(vocab_size=10, max_len=8)
+    >>> model(torch.zeros(3, 8, dtype=torch.long)).shape
+    torch.Size([3, 8, 10])
+    """
+
+    def __init__(self, vocab_size, max_len, d_model=32, num_heads=2, num_layers=1, d_ff=64, backend="sdpa"):
+        super().__init__()
+        self.vocab_size = check_scalar(vocab_size, "vocab_size", min_value=2, integer=True)
+        self.max_len = check_scalar(max_len, "max_len", min_value=1, integer=True)
+        num_layers = check_scalar(num_layers, "num_layers", min_value=1, integer=True)
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, backend) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def _embed(self, tokens):
+        if tokens.dim() != 2 or tokens.shape[1] > self.max_len:
+            raise ValueError(f"tokens must have shape (batch, length ≤ {self.max_len}), got {tuple(tokens.shape)}.")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return self.tok(tokens) + self.pos(positions)
+
+    def forward(self, tokens):
+        """Logits of shape (batch, length, vocab_size)."""
+        x = self._embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+    @torch.no_grad()
+    def attention_maps(self, tokens) -> list[torch.Tensor]:
+        """Attention weights of every layer, each of shape (batch, heads, length, length)."""
+        x = self._embed(tokens)
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, need_weights=True)
+            maps.append(weights)
+        return maps
+
+
+def reversal_data(n_samples, seq_len=8, vocab_size=10, *, seed=0):
+    """Random token sequences and their reversals: the synthetic task whose right attention pattern is known.
+
+    To output position ``i`` the model must look at input position ``seq_len - 1 - i``: the anti-diagonal.
+
+    Returns
+    -------
+    (tokens, targets) : two LongTensors of shape (n_samples, seq_len)
+    """
+    n_samples = check_scalar(n_samples, "n_samples", min_value=1, integer=True)
+    seq_len = check_scalar(seq_len, "seq_len", min_value=1, integer=True)
+    vocab_size = check_scalar(vocab_size, "vocab_size", min_value=2, integer=True)
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab_size, (n_samples, seq_len), generator=g)
+    return tokens, tokens.flip(-1)
+
+
+def sequence_loss(logits, targets):
+    """Cross-entropy averaged over every position: logits (batch, length, vocab), targets (batch, length)."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten())
+
+
+@torch.no_grad()
+def sequence_accuracy(model, tokens, targets, *, batch_size=1024):
+    """Fraction of positions predicted correctly and fraction of whole sequences exactly right, as two floats."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = exact = 0
+    for start in range(0, len(tokens), batch_size):
+        x, y = tokens[start:start + batch_size].to(device), targets[start:start + batch_size].to(device)
+        hit = model(x).argmax(-1) == y
+        correct += int(hit.sum())
+        exact += int(hit.all(-1).sum())
+    return correct / targets.numel(), exact / len(targets)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def time_attention(fn: Callable[[], object], *, repeats=3, warmup=1, device=None) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, synchronising the GPU.
+
+    Without synchronisation a CUDA timing measures only how long it took to *queue* the kernels.
+    """
+    repeats = check_scalar(repeats, "repeats", min_value=1, integer=True)
+    warmup = check_scalar(warmup, "warmup", min_value=0, integer=True)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        with Timer(device) as t:
+            fn()
+        times.append(t.elapsed_s)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def peak_memory_bytes(fn: Callable[[], object], device=None) -> int:
+    """Peak bytes that torch allocates *while* ``fn()`` runs, above what was allocated before.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` after resetting the peak. On the CPU, torch has no such counter, and
+    process RSS is blurred by the allocator keeping freed pages, so the allocations and frees are read from
+    ``torch.profiler`` (``profile_memory=True``): each operator's net allocation is applied at its start when positive
+    and at its end when negative, and the running total's maximum is returned (a slight over-estimate at worst).
+    Tensors the call returns count towards the peak.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = fn()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del result
+        return int(peak)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    del result
+    changes = []
+    for event in prof.events():
+        delta = event.self_cpu_memory_usage
+        if delta > 0:
+            changes.append((event.time_range.start, 1, delta))
+        elif delta < 0:
+            changes.append((event.time_range.end, 0, delta))
+    changes.sort()
+    current = peak = 0
+    for _, _, delta in changes:
+        current += delta
+        peak = max(peak, current)
+    return int(peak)
+
+
+def sdpa_kernel_used(q, k, v, is_causal=False) -> str:
+    """Which of torch's SDPA kernels runs for these inputs: ``"flash"``, ``"efficient"``, ``"cudnn"`` or ``"math"``.
+
+    On CUDA, each backend is tried alone through ``torch.nn.attention.sdpa_kernel`` in torch's own order of
+    preference; the first that accepts the inputs is the one ``F.scaled_dot_product_attention`` picks. On the CPU
+    torch uses its fused "flash" CPU kernel for most inputs, falling back to "math".
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    names = {SDPBackend.FLASH_ATTENTION: "flash", SDPBackend.EFFICIENT_ATTENTION: "efficient",
+             SDPBackend.MATH: "math"}
+    if hasattr(SDPBackend, "CUDNN_ATTENTION"):
+        names[SDPBackend.CUDNN_ATTENTION] = "cudnn"
+    try:  # torch's own order of preference, e.g. [flash, efficient, math, cudnn]
+        by_value = {int(b.value): b for b in names}
+        order = [by_value[i] for i in torch._C._get_sdp_priority_order() if i in by_value]
+    except (AttributeError, TypeError):
+        order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    order = [(names[b], b) for b in order]
+    import warnings
+
+    for name, backend in order:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with sdpa_kernel(backend):
+                    F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+            return name
+        except RuntimeError:
+            continue
+    return "unknown"

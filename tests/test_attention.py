@@ -1,0 +1,315 @@
+"""Tests for sustainlab.attention: parity with torch's SDPA and MultiheadAttention, the cost model, bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sustainlab.attention import (
+    MultiHeadAttention,
+    TinyTransformer,
+    attention_flops,
+    attention_memory_bytes,
+    causal_mask,
+    chunked_attention,
+    online_softmax_update,
+    peak_memory_bytes,
+    reversal_data,
+    scaled_dot_product_attention,
+    sdpa_kernel_used,
+    sequence_accuracy,
+    sequence_loss,
+    time_attention,
+)
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# (q shape, k/v leading shape and length): batch dims, different query/key lengths, broadcast heads.
+SHAPES = [
+    ((5, 8), (5,)),  # no batch dims
+    ((2, 3, 7, 16), (2, 3, 7)),
+    ((2, 3, 4, 16), (2, 3, 9)),  # n_q < n_k
+    ((1, 2, 9, 8), (1, 2, 4)),  # n_q > n_k
+    ((2, 4, 6, 8), (2, 1, 6)),  # k, v broadcast over heads
+    ((3, 2, 2, 5, 4), (3, 2, 2, 5)),  # three leading dims
+]
+
+
+def _qkv(q_shape, kv_lead, dtype=torch.float32, seed=0, d_v=None):
+    g = torch.Generator().manual_seed(seed)
+    d = q_shape[-1]
+    q = torch.randn(q_shape, generator=g, dtype=dtype)
+    k = torch.randn(kv_lead + (d,), generator=g, dtype=dtype)
+    v = torch.randn(kv_lead + (d_v or d + 3,), generator=g, dtype=dtype)
+    return q, k, v
+
+
+def _masks(q, k):
+    """Named masks for (q, k): none, boolean full/broadcast, additive, causal."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    g = torch.Generator().manual_seed(1)
+    bool_full = torch.rand(n_q, n_k, generator=g) > 0.3
+    bool_full[:, 0] = True  # keep at least one key per row so no row is fully masked here
+    bool_row = torch.rand(1, n_k, generator=g) > 0.5  # one key-padding row broadcast over every query
+    bool_row[0, 0] = True
+    additive = torch.randn(n_q, n_k, generator=g)
+    return {
+        "none": dict(),
+        "bool": dict(attn_mask=bool_full),
+        "bool-broadcast-row": dict(attn_mask=bool_row),
+        "additive": dict(attn_mask=additive),
+        "causal": dict(is_causal=True),
+        "scale": dict(scale=0.3),
+    }
+
+
+MASK_NAMES = ["none", "bool", "bool-broadcast-row", "additive", "causal", "scale"]
+
+
+@pytest.mark.parametrize("mask_name", MASK_NAMES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[0])) + "-nk" + str(s[1][-1]))
+def test_naive_and_chunked_match_torch_sdpa(shape, mask_name):
+    """Do both implementations give torch's SDPA result within 1e-5 for every shape and mask kind?"""
+    q, k, v = _qkv(*shape)
+    kwargs = _masks(q, k)[mask_name]
+    expected = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    ours = scaled_dot_product_attention(q, k, v, **kwargs)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    for chunk in (1, 3, 64):
+        chunked = chunked_attention(q, k, v, chunk, kwargs.get("is_causal", False),
+                                    attn_mask=kwargs.get("attn_mask"), scale=kwargs.get("scale"))
+        torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_weights_are_a_distribution_and_give_the_output():
+    """Do the returned weights sum to one per row, respect the causal mask, and reproduce the output?"""
+    q, k, v = _qkv((2, 6, 8), (2, 6))
+    out, w = scaled_dot_product_attention(q, k, v, is_causal=True, return_weights=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 6))
+    assert (w[..., ~causal_mask(6)] == 0).all()
+    torch.testing.assert_close(w @ v, out)
+
+
+def test_fully_masked_rows_give_zeros_like_torch():
+    """Does a query that may attend to nothing get zeros (weights and output), as torch's CPU SDPA returns?"""
+    q, k, v = _qkv((1, 2, 5, 8), (1, 2, 6))
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    mask[2] = False
+    additive = torch.zeros(5, 6).masked_fill(~mask, float("-inf"))
+    for m in (mask, additive):
+        out, w = scaled_dot_product_attention(q, k, v, attn_mask=m, return_weights=True)
+        assert torch.isfinite(out).all()
+        assert (out[..., 2, :] == 0).all() and (w[..., 2, :] == 0).all()
+        torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=m), atol=1e-5, rtol=1e-5)
+        chunked = chunked_attention(q, k, v, 2, attn_mask=m)
+        assert torch.isfinite(chunked).all() and (chunked[..., 2, :] == 0).all()
+        torch.testing.assert_close(chunked, out, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_match_torch():
+    """Do gradients through our attention and chunked attention equal those through torch's SDPA?"""
+    q, k, v = (t.requires_grad_() for t in _qkv((2, 2, 7, 8), (2, 2, 7), dtype=torch.float64))
+    grads = []
+    for fn in (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+               lambda: scaled_dot_product_attention(q, k, v, is_causal=True),
+               lambda: chunked_attention(q, k, v, 3, is_causal=True)):
+        out = fn()
+        grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
+    for ours in grads[1:]:
+        for a, b in zip(ours, grads[0]):
+            torch.testing.assert_close(a, b)
+
+
+def test_bf16_is_close_and_keeps_dtype():
+    """In bf16, do both implementations return bf16 and stay within bf16 rounding of the fp32 result?"""
+    q, k, v = _qkv((1, 2, 64, 32), (1, 2, 64))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+    for out in (scaled_dot_product_attention(qb, kb, vb), chunked_attention(qb, kb, vb, 16)):
+        assert out.dtype == torch.bfloat16
+        assert (out.float() - ref).abs().max() < 0.05
+
+
+def test_online_softmax_update_equals_softmax():
+    """Folding score blocks one by one with the online update gives exactly softmax(scores)·v."""
+    g = torch.Generator().manual_seed(3)
+    scores, v = torch.randn(4, 10, generator=g) * 5, torch.randn(10, 3, generator=g)
+    m, l, acc = torch.full((4, 1), -math.inf), torch.zeros(4, 1), torch.zeros(4, 3)
+    for start in range(0, 10, 4):
+        m, l, acc = online_softmax_update(m, l, acc, scores[:, start:start + 4], v[start:start + 4])
+    torch.testing.assert_close(acc / l, scores.softmax(-1) @ v)
+    torch.testing.assert_close(m, scores.amax(-1, keepdim=True))
+
+
+def test_flops_and_memory_match_a_hand_count():
+    """Do the cost functions match counts done by hand?"""
+    # B=2, H=3, N_q=5, N_k=7, d=4: QKᵀ is 2·3·5·7 dot products of length 4 = 840 multiply-adds = 1680 FLOPs,
+    # P·V the same again: 3360 in total; causal halves it.
+    assert attention_flops(2, 3, 5, 7, 4) == 3360
+    assert attention_flops(2, 3, 5, 7, 4, causal=True) == 1680
+    # 2·3·5·7 = 210 scores of 4 bytes (fp32) or 2 bytes (bf16).
+    assert attention_memory_bytes(2, 3, 5, 7) == 840
+    assert attention_memory_bytes(2, 3, 5, 7, torch.bfloat16) == 420
+    assert attention_memory_bytes(2, 3, 5, 7, chunk_size=2) == 240
+    assert attention_memory_bytes(2, 3, 5, 7, chunk_size=100) == 840
+    assert attention_memory_bytes(1, 1, 2, 2, 8) == 32
+
+
+def test_flops_grow_quadratically():
+    """Doubling the sequence length quadruples the FLOPs and the score memory."""
+    assert attention_flops(1, 8, 2048, 2048, 64) == 4 * attention_flops(1, 8, 1024, 1024, 64)
+    assert attention_memory_bytes(1, 8, 2048, 2048) == 4 * attention_memory_bytes(1, 8, 1024, 1024)
+
+
+def test_multihead_attention_matches_torch_module():
+    """With copied weights, does our MultiHeadAttention equal torch.nn.MultiheadAttention for every backend?"""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    x = torch.randn(3, 10, 16)
+    ours = MultiHeadAttention(16, 4).load_from_torch(mha)
+    additive = torch.randn(10, 10)
+    expected, expected_w = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    expected_causal, _ = mha(x, x, x, attn_mask=torch.nn.Transformer.generate_square_subsequent_mask(10),
+                             need_weights=False)
+    expected_additive, _ = mha(x, x, x, attn_mask=additive, need_weights=False)
+    for backend in ("naive", "chunked", "sdpa"):
+        ours.backend, ours.chunk_size = backend, 3
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours(x, is_causal=True), expected_causal, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours(x, attn_mask=additive), expected_additive, atol=1e-5, rtol=1e-5)
+    out, w = ours(x, need_weights=True)
+    torch.testing.assert_close(w, expected_w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_with_different_lengths():
+    """Does cross-attention (query length ≠ key length) match torch's module?"""
+    torch.manual_seed(1)
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    x, mem = torch.randn(2, 3, 8), torch.randn(2, 7, 8)
+    ours = MultiHeadAttention(8, 2, backend="chunked", chunk_size=2).load_from_torch(mha)
+    torch.testing.assert_close(ours(x, mem, mem), mha(x, mem, mem, need_weights=False)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_transformer_backends_agree_and_maps_have_shape():
+    """Do the three backends give the same logits, and are attention maps (batch, heads, L, L) distributions?"""
+    torch.manual_seed(0)
+    model = TinyTransformer(10, 8, d_model=16, num_heads=2, num_layers=2).eval()
+    tokens, targets = reversal_data(5, 8, 10)
+    ref = model(tokens)
+    for backend in ("naive", "chunked"):
+        for block in model.blocks:
+            block.attn.backend = backend
+        torch.testing.assert_close(model(tokens), ref, atol=1e-5, rtol=1e-5)
+    maps = model.attention_maps(tokens)
+    assert len(maps) == 2 and maps[0].shape == (5, 2, 8, 8)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(5, 2, 8))
+    assert sequence_loss(ref, targets).item() > 0
+
+
+@pytest.mark.slow
+def test_tiny_transformer_learns_to_reverse():
+    """Does a short training run with sustainlab.optim.train reach high accuracy and an anti-diagonal attention map?"""
+    from sustainlab.optim import train
+
+    torch.manual_seed(0)
+    tokens, targets = reversal_data(4096, 8, 10, seed=0)
+    test_tokens, test_targets = reversal_data(512, 8, 10, seed=1)
+    model = TinyTransformer(10, 8, d_model=32, num_heads=1, num_layers=1, d_ff=64)
+    batches = list(zip(tokens.split(128), targets.split(128)))
+    train(model, batches, torch.optim.Adam(model.parameters(), lr=1e-2), epochs=12, loss_fn=sequence_loss)
+    token_acc, _ = sequence_accuracy(model, test_tokens, test_targets)
+    assert token_acc > 0.95
+    attn = model.attention_maps(test_tokens)[0].mean((0, 1))
+    assert (attn.argmax(-1) == torch.arange(7, -1, -1)).all()
+
+
+def test_reversal_data_is_reversed_and_seeded():
+    tokens, targets = reversal_data(4, 6, 5, seed=2)
+    assert torch.equal(targets, tokens.flip(-1))
+    assert torch.equal(reversal_data(4, 6, 5, seed=2)[0], tokens)
+    assert tokens.max() < 5
+
+
+def test_peak_memory_sees_the_score_matrix_and_chunking_shrinks_it():
+    """Does the CPU peak-memory probe see the N×N score matrix, and is chunked attention's peak several times lower?"""
+    q, k, v = _qkv((1, 2, 512, 32), (1, 2, 512))
+    scores = attention_memory_bytes(1, 2, 512, 512)
+    naive = peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cpu")
+    chunked = peak_memory_bytes(lambda: chunked_attention(q, k, v, 64), device="cpu")
+    assert naive >= 2 * scores  # scores and weights coexist
+    assert chunked * 4 <= naive
+
+
+def test_time_attention_and_kernel_report():
+    q, k, v = _qkv((1, 2, 16, 8), (1, 2, 16))
+    assert time_attention(lambda: scaled_dot_product_attention(q, k, v), repeats=2, warmup=0) >= 0
+    assert sdpa_kernel_used(q, k, v) in ("flash", "efficient", "cudnn", "math")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_matches_cpu_and_reports_kernel():
+    """On a GPU: do both implementations match torch's SDPA there, in fp32 and fp16, and is a kernel reported?"""
+    q, k, v = (t.cuda() for t in _qkv((2, 4, 128, 64), (2, 4, 128)))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, is_causal=True), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked_attention(q, k, v, 32, is_causal=True), expected, atol=1e-4, rtol=1e-4)
+    qh, kh, vh = (t.half() for t in (q, k, v))
+    assert (chunked_attention(qh, kh, vh, 32).float() - F.scaled_dot_product_attention(q, k, v)).abs().max() < 1e-2
+    assert sdpa_kernel_used(qh, kh, vh) in ("flash", "efficient", "cudnn", "math")
+    assert peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cuda") > 0
+
+
+Q = torch.zeros(1, 4, 8)
+K = torch.zeros(1, 4, 8)
+V = torch.zeros(1, 4, 8)
+
+BAD_INPUTS = [
+    (dict(k=torch.zeros(1, 4, 6)), ValueError, "same head dimension"),
+    (dict(v=torch.zeros(1, 5, 8)), ValueError, "same length"),
+    (dict(k=torch.zeros(3, 4, 8), v=torch.zeros(3, 4, 8), q=torch.zeros(2, 4, 8)), ValueError, "do not broadcast"),
+    (dict(attn_mask=torch.ones(3, 4, dtype=torch.bool)), ValueError, "does not broadcast"),
+    (dict(attn_mask=torch.ones(4, 4, dtype=torch.bool), is_causal=True), ValueError, "not both"),
+    (dict(attn_mask=torch.ones(4, 4, dtype=torch.long)), TypeError, "boolean"),
+    (dict(attn_mask=torch.ones(4, 4, dtype=torch.float64)), TypeError, "dtype of q"),
+    (dict(k=torch.zeros(1, 4, 8, dtype=torch.float64)), TypeError, "same dtype"),
+    (dict(q=torch.zeros(1, 4, 8, dtype=torch.long)), TypeError, "floating-point"),
+    (dict(q=[[0.0]]), TypeError, "torch.Tensor"),
+    (dict(q=torch.zeros(8)), ValueError, "at least 2 dimensions"),
+    (dict(scale=0.0), ValueError, "scale must be > 0"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_INPUTS, ids=[m for _, _, m in BAD_INPUTS])
+def test_bad_input_raises_clear_errors(kwargs, error, message):
+    args = dict(q=Q, k=K, v=V) | kwargs
+    with pytest.raises(error, match=message):
+        scaled_dot_product_attention(**args)
+    with pytest.raises(error, match=message):
+        chunked_attention(args.pop("q"), args.pop("k"), args.pop("v"), 2, **args)
+
+
+@pytest.mark.parametrize("chunk, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_bad_chunk_size(chunk, error):
+    with pytest.raises(error, match="chunk_size must be a positive integer"):
+        chunked_attention(Q, K, V, chunk)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: MultiHeadAttention(10, 3), ValueError, "divisible by num_heads"),
+        (lambda: MultiHeadAttention(8, 2, backend="flash"), ValueError, "backend must be one of"),
+        (lambda: MultiHeadAttention(8, 2)(torch.zeros(1, 3, 6)), ValueError, "query must have shape"),
+        (lambda: MultiHeadAttention(8, 2).load_from_torch(torch.nn.MultiheadAttention(8, 4)), ValueError, "sizes"),
+        (lambda: attention_flops(1, 1, 0, 4, 2), ValueError, "n_q must be >= 1"),
+        (lambda: attention_memory_bytes(1, 1, 4, 4, chunk_size=0), ValueError, "chunk_size must be >= 1"),
+        (lambda: TinyTransformer(10, 4)(torch.zeros(1, 5, dtype=torch.long)), ValueError, "length ≤ 4"),
+        (lambda: causal_mask(0), ValueError, "n_q must be >= 1"),
+    ],
+)
+def test_bad_module_and_cost_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
