@@ -351,7 +351,7 @@ def equal_opportunity_difference(
 
 
 def compare_predictions(y_true, predictions, *, sensitive_features, pos_label=1) -> pd.DataFrame:
-    """One row per model: accuracy, overall selection rate and the three disparities.
+    """One row per model: accuracy, balanced accuracy, overall selection rate and the three disparities.
 
     Used in the notebook's mitigation section (*What does mitigation buy, and what does it cost?*) to build the
     before/after table.
@@ -367,14 +367,15 @@ def compare_predictions(y_true, predictions, *, sensitive_features, pos_label=1)
     Returns
     -------
     pandas.DataFrame
-        Index: model names (in the given order). Columns: ``accuracy``, ``selection_rate``, ``dp_difference``,
-        ``eo_difference``, ``tpr_gap``.
+        Index: model names (in the given order). Columns: ``accuracy``, ``balanced_accuracy`` (mean of the
+        true-positive and true-negative rates, the fair yardstick when one class is rare), ``selection_rate``,
+        ``dp_difference``, ``eo_difference``, ``tpr_gap``.
 
     Examples
     --------
     >>> t = compare_predictions([1, 0, 1, 0], {"m": [1, 0, 0, 0]}, sensitive_features=["a", "a", "b", "b"])
     >>> list(t.columns)
-    ['accuracy', 'selection_rate', 'dp_difference', 'eo_difference', 'tpr_gap']
+    ['accuracy', 'balanced_accuracy', 'selection_rate', 'dp_difference', 'eo_difference', 'tpr_gap']
     """
     if not isinstance(predictions, Mapping) or not predictions:
         raise ValueError("predictions must be a non-empty dict of {model name: predicted labels}.")
@@ -384,6 +385,7 @@ def compare_predictions(y_true, predictions, *, sensitive_features, pos_label=1)
         kwargs = dict(sensitive_features=sensitive_features, pos_label=pos_label)
         rows[name] = {
             "accuracy": float(np.mean(truth == pred)),
+            "balanced_accuracy": _balanced_accuracy(truth, pred),
             "selection_rate": float(np.mean(pred)),
             "dp_difference": demographic_parity_difference(y_true, y_pred, **kwargs),
             "eo_difference": equalized_odds_difference(y_true, y_pred, **kwargs),
@@ -662,6 +664,11 @@ def _ratio(per_group: np.ndarray, overall: float, method: str) -> float:
         ratios = np.where(ratios > 1, 1 / ratios, ratios)
     ratios = ratios[~np.isnan(ratios)]
     return float(ratios.min()) if ratios.size else math.nan
+
+
+def _balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    recalls = [np.mean(pred[truth == cls] == cls) for cls in (True, False) if (truth == cls).any()]
+    return float(np.mean(recalls))
 
 
 def _aggregate(values, agg: str, worst: Callable) -> float:
