@@ -1,0 +1,150 @@
+"""End to end in a real browser: a learner opens the course in JupyterLab, runs it, gets an exercise wrong.
+
+A headless Chromium (Debian's package, installed here when missing and allowed; see tests/browser_support.py)
+drives JupyterLab served from this environment's interpreter, over a scratch copy of notebooks/, with the
+``sustainlab`` kernel. For the welcome notebook and one chapter notebook: clear the outputs, Run → Run All Cells,
+wait for the kernel to go idle, then assert no cell shows an error, every check cell shows its pass line and at
+least one figure is drawn. Then, in the welcome notebook, type a wrong answer into the exercise through the editor,
+re-run it and its check cell, and assert the learner sees the failure hint.
+
+Screenshots (whole notebook, viewport stretched to fit) and the server log go to build/screenshots/ (git-ignored);
+a failure names them. The whole module is bounded by BUDGET_S; the server and browser stop even on failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import browser_support as bs
+from sustainlab.checks import FAIL_MARK, failed_line, get_exercise, passed_line, run_check
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: Upper bound for everything after Chromium is available: server start, both notebooks, shutdown.
+BUDGET_S = 180
+WELCOME = "00_welcome.ipynb"
+#: The chapter notebook to drive: 01 when it exists, else the first chapter notebook there is.
+_CHAPTERS = sorted(p.name for p in bs.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("00_"))
+CHAPTER = (["01_gradient_descent.ipynb"] if "01_gradient_descent.ipynb" in _CHAPTERS else _CHAPTERS)[:1]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if bs.browser_mode() == "off":
+        pytest.skip(f"{bs.BROWSER_ENV}=off")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        bs.unavailable("the playwright Python package is not installed (pip install -e '.[test]')")
+    return bs.ensure_chromium()
+
+
+@pytest.fixture(scope="module")
+def artefacts(chromium):
+    folder = bs.reset_artefacts()
+    return bs.Log(folder / "browser-test.log")
+
+
+@pytest.fixture(scope="module")
+def deadline(chromium):
+    return bs.Deadline(BUDGET_S)
+
+
+@pytest.fixture(scope="module")
+def lab(chromium, artefacts, deadline, tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("lab")
+    with bs.jupyterlab(scratch, bs.ARTEFACTS / "jupyterlab-server.log", deadline) as server:
+        artefacts(f"JupyterLab serving {server.root} on port {server.port}")
+        specs = server.api("kernelspecs")["kernelspecs"]
+        assert bs.KERNEL_NAME in specs, (
+            f"no {bs.KERNEL_NAME!r} kernel registered in this environment (found {sorted(specs)}): run `make setup`"
+        )
+        yield server
+    artefacts("JupyterLab stopped")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, lab, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = bs.launch_chromium(playwright, chromium, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def open_notebook(browser, lab, notebook, deadline, log) -> bs.NotebookPage:
+    page = browser.new_page()
+    nb = bs.NotebookPage(page, lab, notebook, deadline, log)
+    return nb
+
+
+def run_everything_and_assert_clean(nb: bs.NotebookPage, run_cap_s: float) -> None:
+    """Clear outputs, Run All, then the three promises: no error, every check passes, a figure is drawn."""
+    nb.open(workspace=nb.path.stem)
+    session = nb.server.sessions_for(nb.notebook)
+    assert session and session[0]["kernel"]["name"] == bs.KERNEL_NAME, f"kernel sessions: {session}"
+    kernel_label = nb.panel.locator(".jp-KernelName").text_content().strip()
+    assert kernel_label == "Python (sustainlab)", f"toolbar kernel is {kernel_label!r}"
+    nb.log(f"{nb.notebook}: open with kernel {kernel_label}")
+
+    nb.clear_all_outputs()
+    seconds = nb.run_all(run_cap_s)
+    nb.log(f"{nb.notebook}: Run All Cells finished in {seconds:.1f} s")
+    nb.screenshot(f"{nb.path.stem}-run-all")
+
+    saved = nb.save()
+    code_cells = [(i, c) for i, c in enumerate(saved["cells"]) if c["cell_type"] == "code"]
+    errors = [
+        f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+        for i, c in code_cells for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
+    assert not errors, f"{nb.notebook}: cells show errors: {errors}"
+    not_run = [i for i, c in code_cells if bs.source_of(c).strip() and c.get("execution_count") is None]
+    assert not not_run, f"{nb.notebook}: cells {not_run} did not run"
+    assert nb.executed_count() == sum(1 for _, c in code_cells if bs.source_of(c).strip())
+
+    checks = [(i, bs.check_id(c)) for i, c in enumerate(nb.cells) if bs.check_id(c)]
+    for index, exercise_id in checks:
+        shown = nb.output_text(index)
+        assert passed_line(exercise_id) in shown, f"{nb.notebook} check {exercise_id} (cell {index}) shows {shown!r}"
+    nb.log(f"{nb.notebook}: {len(checks)} check cell(s) passed: {[e for _, e in checks]}")
+
+    images = nb.panel.locator(".jp-OutputArea-output img")
+    assert images.count() >= 1, f"{nb.notebook}: no figure was drawn"
+    sizes = images.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert all(w > 0 and h > 0 for w, h in sizes), f"{nb.notebook}: an image did not render: {sizes}"
+    nb.log(f"{nb.notebook}: {len(sizes)} figure(s) drawn, sizes {sizes}")
+
+
+def test_welcome_runs_clean_and_a_wrong_answer_shows_the_hint(browser, lab, deadline, artefacts):
+    nb = open_notebook(browser, lab, WELCOME, deadline, artefacts)
+    with bs.artefacts_on_failure(nb, "00_welcome"):
+        run_everything_and_assert_clean(nb, run_cap_s=60)
+
+        # The learner's loop: a wrong answer (the /1000 forgotten), run it, run its check, read the hint.
+        solution = nb.index_where(lambda c: c["cell_type"] == "code" and "def kwh(" in bs.source_of(c))
+        check_cell = solution + 1
+        exercise_id = bs.check_id(nb.cells[check_cell])
+        assert exercise_id == "wel-1"
+        nb.replace_line(solution, "return watts * hours / 1000", "return watts * hours")
+        nb.run_cell_and_next()
+        _, hint = run_check(get_exercise(exercise_id), lambda watts, hours: watts * hours)
+        expected = failed_line(exercise_id, hint)
+        output = nb.cell(check_cell).locator(".jp-OutputArea-output", has_text=f"{FAIL_MARK} {exercise_id}:")
+        output.wait_for(timeout=deadline.ms(30))
+        nb.wait_until_run_finished(30)
+        nb.cell(check_cell).scroll_into_view_if_needed()
+        nb.screenshot("00_welcome-wrong-answer")
+        shown = nb.output_text(check_cell).strip()
+        assert shown == expected, f"the learner sees {shown!r}, expected {expected!r}"
+        nb.log(f"{WELCOME}: wrong answer shows {shown!r}")
+
+
+@pytest.mark.parametrize("notebook", CHAPTER)
+def test_chapter_notebook_runs_clean(browser, lab, deadline, artefacts, notebook):
+    nb = open_notebook(browser, lab, notebook, deadline, artefacts)
+    with bs.artefacts_on_failure(nb, notebook.removesuffix(".ipynb")):
+        run_everything_and_assert_clean(nb, run_cap_s=150)
