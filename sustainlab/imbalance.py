@@ -479,8 +479,9 @@ def compare_rebalancing(candidates, X, y, *, cv=5, random_state=0, minority_labe
     -------
     pandas.DataFrame
         One row per candidate (in the given order) with ``balanced_accuracy``, ``minority_recall``, ``pr_auc`` (means
-        over folds, deterministic), then ``fit_time_s`` (mean per fold) and ``cv_time_s`` (the whole
-        cross-validation), which vary between runs, and ``energy_kwh`` when asked.
+        over folds) and ``train_rows`` (mean number of rows the final model was fitted on, after any resampling): all
+        deterministic. Then ``fit_time_s`` (mean per fold) and ``cv_time_s`` (the whole cross-validation), which vary
+        between runs, and ``energy_kwh`` when asked.
     """
     import pandas as pd
     from sklearn.base import clone
@@ -516,6 +517,8 @@ def compare_rebalancing(candidates, X, y, *, cv=5, random_state=0, minority_labe
         row = {
             "strategy": name,
             **{key: float(np.mean(result[f"test_{key}"])) for key in scoring},
+            "train_rows": float(np.mean([_rows_after_resampling(estimator, X, labels, train)
+                                         for train, _ in splitter.split(X, labels)])),
             "fit_time_s": float(np.mean(result["fit_time"])),
             "cv_time_s": time.perf_counter() - start,
         }
@@ -523,6 +526,22 @@ def compare_rebalancing(candidates, X, y, *, cv=5, random_state=0, minority_labe
             row["energy_kwh"] = m.energy_kwh
         rows.append(row)
     return pd.DataFrame(rows).set_index("strategy")
+
+
+def _rows_after_resampling(estimator, X, y, train):
+    """How many rows the last step of ``estimator`` is fitted on when trained on ``X[train]``."""
+    from sklearn.base import clone
+
+    steps = [step for _, step in getattr(estimator, "steps", [])]
+    X_t = X.iloc[train] if hasattr(X, "iloc") else np.asarray(X)[train]
+    y_t = y[train]
+    for step in steps[:-1]:
+        if hasattr(step, "fit_resample"):
+            X_t, y_t = clone(step).fit_resample(X_t, y_t)
+        elif step is not None and step != "passthrough":
+            # Transformers do not change the row count, but a later sampler (cleaning ones) may depend on their output.
+            X_t = clone(step).fit_transform(X_t, y_t)
+    return len(y_t)
 
 
 @dataclass

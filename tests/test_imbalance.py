@@ -216,6 +216,10 @@ def test_compare_rebalancing_table(binary):
     assert list(table.index) == ["none", "SMOTE"]
     scores = table[["balanced_accuracy", "minority_recall", "pr_auc"]].to_numpy()
     assert np.all((scores >= 0) & (scores <= 1)) and np.all(table["fit_time_s"] > 0)
+    # 3-fold training parts hold 2/3 of the rows; SMOTE raises the minority to the majority count.
+    n_majority = int((y == 0).sum())
+    assert table.loc["none", "train_rows"] == pytest.approx(len(y) * 2 / 3, abs=1)
+    assert table.loc["SMOTE", "train_rows"] == pytest.approx(2 * n_majority * 2 / 3, abs=2)
     # Rebalancing a logistic regression trades precision for minority recall.
     assert table.loc["SMOTE", "minority_recall"] >= table.loc["none", "minority_recall"]
 
