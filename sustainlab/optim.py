@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 
 from .utils import pick_device, progress
 from .validation import check_option, check_scalar
@@ -67,6 +68,488 @@ class DivergenceError(RuntimeError):
         super().__init__(message)
         self.step = step
         self.partial = partial
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Gradients by hand
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _is_torch(x) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "requires_grad")
+
+
+def sigmoid(z):
+    """The logistic function 1 / (1 + exp(-z)), without overflow warnings, for NumPy arrays or torch tensors."""
+    if _is_torch(z):
+        import torch
+
+        return torch.sigmoid(z)
+    from scipy.special import expit
+
+    return expit(z)
+
+
+def _split(theta, X, y, fit_intercept: bool):
+    """Validate the (theta, X, y) triple of the loss functions and return (w, b)."""
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (n_samples, n_features), got shape {tuple(X.shape)}.")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {tuple(y.shape)}.")
+    expected = X.shape[1] + int(fit_intercept)
+    if theta.shape != (expected,):
+        extra = " (the last entry is the intercept)" if fit_intercept else ""
+        raise ValueError(f"theta must have shape ({expected},){extra} for X with {X.shape[1]} columns, got "
+                         f"{tuple(theta.shape)}.")
+    if fit_intercept:
+        return theta[:-1], theta[-1]
+    return theta, 0.0
+
+
+def _join(grad_w, grad_b, fit_intercept: bool):
+    if not fit_intercept:
+        return grad_w
+    if _is_torch(grad_w):
+        import torch
+
+        return torch.cat([grad_w, grad_b.reshape(1)])
+    return np.append(grad_w, grad_b)
+
+
+def least_squares_loss(theta, X, y, *, l2: float = 0.0, fit_intercept: bool = False):
+    """Mean squared error with a factor ½: J(θ) = ‖Xw + b − y‖² / (2n) + (l2/2)‖w‖².
+
+    Works on NumPy arrays and torch tensors alike (the result has the input's type). Taught in
+    ``notebooks/01_gradient_descent.ipynb`` (*Where does the gradient come from?*).
+
+    Parameters
+    ----------
+    theta : array of shape (d,) or (d + 1,)
+        Weights ``w``, followed by the intercept ``b`` when ``fit_intercept``.
+    X : array of shape (n, d)
+    y : array of shape (n,)
+    l2 : float, default 0
+        Ridge penalty on ``w`` (never on the intercept).
+    fit_intercept : bool, default False
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 0.0], [0.0, 2.0]]); y = np.array([1.0, 2.0])
+    >>> float(least_squares_loss(np.array([1.0, 1.0]), X, y))
+    0.0
+    """
+    w, b = _split(theta, X, y, fit_intercept)
+    residual = X @ w + b - y
+    return (residual @ residual) / (2 * X.shape[0]) + 0.5 * l2 * (w @ w)
+
+
+def least_squares_grad(theta, X, y, *, l2: float = 0.0, fit_intercept: bool = False):
+    """Gradient of :func:`least_squares_loss`: ∇_w = Xᵀ(Xw + b − y)/n + l2·w, ∇_b = mean(Xw + b − y).
+
+    Same parameters as :func:`least_squares_loss`; returns an array shaped like ``theta``.
+    """
+    w, b = _split(theta, X, y, fit_intercept)
+    residual = X @ w + b - y
+    return _join(X.T @ residual / X.shape[0] + l2 * w, residual.mean(), fit_intercept)
+
+
+def logistic_loss(theta, X, y, *, l2: float = 0.0, fit_intercept: bool = False):
+    """Mean binary cross-entropy of logistic regression, plus (l2/2)‖w‖².
+
+    J(θ) = mean(log(1 + exp(z)) − y·z) with z = Xw + b and labels y ∈ {0, 1}; written in this form (with
+    ``logaddexp``/``softplus``) it never takes the log of 0. With ``l2 = 1 / (C n)`` its minimiser is that of
+    ``sklearn.linear_model.LogisticRegression(C=C)``. Taught in ``notebooks/01_gradient_descent.ipynb``
+    (*Does our gradient descent agree with scikit-learn?*).
+
+    Parameters
+    ----------
+    theta : array of shape (d,) or (d + 1,)
+        Weights, followed by the intercept when ``fit_intercept``.
+    X : array of shape (n, d)
+    y : array of shape (n,) with values 0 or 1
+    l2 : float, default 0
+    fit_intercept : bool, default False
+
+    Examples
+    --------
+    >>> round(float(logistic_loss(np.zeros(2), np.ones((3, 2)), np.array([0.0, 1.0, 1.0]))), 4)  # log 2
+    0.6931
+    """
+    w, b = _split(theta, X, y, fit_intercept)
+    z = X @ w + b
+    if _is_torch(z):
+        import torch
+
+        log_1p_exp = torch.nn.functional.softplus(z)
+    else:
+        log_1p_exp = np.logaddexp(0.0, z)
+    return (log_1p_exp - y * z).mean() + 0.5 * l2 * (w @ w)
+
+
+def logistic_grad(theta, X, y, *, l2: float = 0.0, fit_intercept: bool = False):
+    """Gradient of :func:`logistic_loss`: ∇_w = Xᵀ(σ(Xw + b) − y)/n + l2·w, ∇_b = mean(σ(Xw + b) − y).
+
+    Same parameters as :func:`logistic_loss`; returns an array shaped like ``theta``.
+
+    Examples
+    --------
+    >>> X = np.array([[1.0], [-1.0]]); y = np.array([1.0, 0.0])
+    >>> check_gradient(lambda t: logistic_loss(t, X, y), lambda t: logistic_grad(t, X, y), np.array([0.3])) < 1e-7
+    True
+    """
+    w, b = _split(theta, X, y, fit_intercept)
+    error = sigmoid(X @ w + b) - y
+    return _join(X.T @ error / X.shape[0] + l2 * w, error.mean(), fit_intercept)
+
+
+def check_gradient(f: Callable, grad_f: Callable, x, *, eps: float = 1e-6) -> float:
+    """Compare ``grad_f(x)`` with central finite differences of ``f``; return the maximum relative error.
+
+    Each partial derivative is estimated as (f(x + ε eᵢ) − f(x − ε eᵢ)) / 2ε in float64. The error returned is
+    max_i |gᵢ − ĝᵢ| / max(‖g‖_∞, ‖ĝ‖_∞): relative to the gradient's scale, so that coordinates where the gradient
+    is nearly 0 do not blow it up. A correct gradient of a smooth function gives ≲ 1e-7; a wrong one usually > 1e-2.
+    Taught in ``notebooks/01_gradient_descent.ipynb`` (*How do we know a gradient is right?*).
+
+    Parameters
+    ----------
+    f : callable
+        Scalar function of ``x`` (returns a Python number, 0-d array or 0-d tensor).
+    grad_f : callable
+        Its claimed gradient, returning an array shaped like ``x``.
+    x : NumPy array or torch tensor
+        Point at which to compare; converted to float64 (finite differences in float32 are too coarse).
+    eps : float, default 1e-6
+        Finite-difference step.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``eps`` is not a positive finite number, ``grad_f(x)`` does not have the shape of ``x``, or either
+        function returns NaN/inf.
+
+    Examples
+    --------
+    >>> check_gradient(lambda x: (x ** 2).sum(), lambda x: 2 * x, np.array([1.0, -2.0])) < 1e-8
+    True
+    >>> round(check_gradient(lambda x: (x ** 2).sum(), lambda x: x, np.array([1.0, -2.0])), 6)  # forgot the 2
+    0.5
+    """
+    eps = check_scalar(eps, "eps", min_value=0, include_min=False)
+    torch_input = _is_torch(x)
+    if torch_input:
+        x = x.detach().to(dtype=torch.float64).clone()
+    else:
+        x = np.array(x, dtype=float)
+    analytic = grad_f(x)
+    analytic = analytic.detach().cpu().numpy() if _is_torch(analytic) else np.asarray(analytic, dtype=float)
+    if analytic.shape != tuple(x.shape):
+        raise ValueError(f"grad_f(x) has shape {analytic.shape} but x has shape {tuple(x.shape)}: the gradient "
+                         f"must have one entry per parameter.")
+    numeric = np.empty(analytic.shape)
+    flat = x.reshape(-1)  # a view, so writing to it perturbs x
+    for i in range(flat.shape[0]):
+        original = float(flat[i])
+        flat[i] = original + eps
+        plus = float(f(x))
+        flat[i] = original - eps
+        minus = float(f(x))
+        flat[i] = original
+        numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    if not (np.all(np.isfinite(analytic)) and np.all(np.isfinite(numeric))):
+        raise ValueError("f or grad_f returned NaN or inf at x; pick a point where the function is finite.")
+    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0))
+    if scale == 0.0:
+        return 0.0
+    return float(np.abs(analytic - numeric).max() / scale)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Plain gradient descent
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def gradient_descent(grad_fn: Callable, theta0, lr: float, n_steps: int, callback: Callable | None = None):
+    """Run θ ← θ − α ∇J(θ) for ``n_steps`` steps and return every iterate.
+
+    Taught in ``notebooks/01_gradient_descent.ipynb`` (*What does one step of gradient descent do?*).
+
+    Parameters
+    ----------
+    grad_fn : callable
+        ``grad_fn(theta)`` returns ∇J(θ), an array shaped like ``theta``.
+    theta0 : array-like
+        Starting point (copied as float64; the caller's array is never modified).
+    lr : float
+        Learning rate α > 0.
+    n_steps : int
+        Number of updates (≥ 0).
+    callback : callable, optional
+        ``callback(step, theta)`` after each update (step counts from 1); returning ``True`` stops early.
+
+    Returns
+    -------
+    numpy.ndarray of shape (steps_done + 1, *theta0.shape)
+        Row 0 is ``theta0``; row ``t`` the iterate after ``t`` steps.
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` is not a positive finite number, ``n_steps`` is negative, ``theta0`` holds NaN/inf, or the gradient's
+        shape differs from ``theta``'s.
+    DivergenceError
+        If an iterate becomes NaN or infinite (α too large); ``error.partial`` is the finite part of the trajectory.
+
+    Examples
+    --------
+    >>> path = gradient_descent(lambda t: 2 * t, np.array([1.0]), lr=0.25, n_steps=3)
+    >>> path.ravel().tolist()
+    [1.0, 0.5, 0.25, 0.125]
+    """
+    lr = check_scalar(lr, "lr", min_value=0, include_min=False)
+    n_steps = check_scalar(n_steps, "n_steps", min_value=0, integer=True)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}.")
+    theta = np.array(theta0, dtype=float)
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("theta0 contains NaN or infinite values.")
+    path = [theta.copy()]
+    for step in range(1, n_steps + 1):
+        grad = np.asarray(grad_fn(theta), dtype=float)
+        if grad.shape != theta.shape:
+            raise ValueError(f"grad_fn returned shape {grad.shape} but theta has shape {theta.shape}.")
+        with np.errstate(over="ignore", invalid="ignore"):  # reported just below, as a DivergenceError
+            theta = theta - lr * grad
+        if not np.all(np.isfinite(theta)):
+            raise DivergenceError(
+                f"Gradient descent diverged at step {step}: theta became NaN/inf with lr={lr:g}. "
+                f"Use a smaller learning rate (for a quadratic, lr < 2/L with L the largest Hessian eigenvalue).",
+                step=step,
+                partial=np.stack(path),
+            )
+        path.append(theta.copy())
+        if callback is not None and callback(step, theta):
+            break
+    return np.stack(path)
+
+
+def quadratic_stability_limit(A) -> float:
+    """The largest stable learning rate 2/L of gradient descent on J(θ) = ½ θᵀAθ − bᵀθ (L = largest eigenvalue of A).
+
+    Below it every component of the error shrinks by |1 − αλᵢ| < 1 per step; above it the component along the top
+    eigenvector grows by |1 − αL| > 1. Taught in ``notebooks/01_gradient_descent.ipynb``
+    (*How large can the learning rate be?*).
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a symmetric positive-definite square matrix.
+
+    Examples
+    --------
+    >>> quadratic_stability_limit(np.diag([1.0, 4.0]))
+    0.5
+    """
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square matrix, got shape {A.shape}.")
+    if not np.allclose(A, A.T):
+        raise ValueError("A must be symmetric (it is a Hessian).")
+    eigenvalues = np.linalg.eigvalsh(A)
+    if eigenvalues[0] <= 0:
+        raise ValueError(f"A must be positive definite, its smallest eigenvalue is {eigenvalues[0]:.3g}.")
+    return float(2.0 / eigenvalues[-1])
+
+
+def steps_to_target(losses, target: float) -> int | None:
+    """Index of the first loss ≤ ``target`` (the number of steps needed to reach it), or ``None`` if never reached.
+
+    Examples
+    --------
+    >>> steps_to_target([1.0, 0.5, 0.2, 0.1], 0.3)
+    2
+    >>> steps_to_target([1.0, 0.5], 0.1) is None
+    True
+    """
+    target = check_scalar(target, "target")
+    for step, loss in enumerate(losses):
+        if float(loss) <= target:
+            return step
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Optimizers from scratch, torch.optim API
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class SGD(torch.optim.Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay, written out by hand.
+
+    Same update and same API as ``torch.optim.SGD`` (``step()``, ``zero_grad()``, parameter groups, ``state_dict``;
+    the tests check the parameter trajectories agree within 1e-6). With gradient g and parameter θ, per step::
+
+        g ← g + weight_decay · θ
+        v ← g                                  on the first step, then
+        v ← momentum · v + (1 − dampening) · g
+        g ← g + momentum · v   (Nesterov)   or   g ← v   (classical momentum)
+        θ ← θ − lr · g
+
+    Taught in ``notebooks/01_gradient_descent.ipynb`` (*Does momentum help?*).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts (parameter groups)
+    lr : float, default 1e-3
+    momentum : float in [0, 1), default 0
+    dampening : float in [0, 1], default 0
+    weight_decay : float ≥ 0, default 0
+        L2 penalty coefficient added to the gradient.
+    nesterov : bool, default False
+        Needs ``momentum > 0`` and ``dampening == 0``.
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-finite ``lr``/``weight_decay``, ``momentum`` outside [0, 1), or Nesterov without
+        momentum.
+
+    Examples
+    --------
+    >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+    >>> opt = SGD([w], lr=0.1, momentum=0.9)
+    >>> for _ in range(2):
+    ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+    >>> round(w.item(), 4)   # 1 - 0.2 = 0.8, then 0.8 - 0.1·(0.9·2 + 1.6) = 0.46
+    0.46
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        lr = check_scalar(lr, "lr", min_value=0)
+        momentum = check_scalar(momentum, "momentum", min_value=0, max_value=1, include_max=False)
+        dampening = check_scalar(dampening, "dampening", min_value=0, max_value=1)
+        weight_decay = check_scalar(weight_decay, "weight_decay", min_value=0)
+        if nesterov and (momentum == 0 or dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening == 0.")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=bool(nesterov))
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        """Update every parameter that has a gradient; returns ``closure()``'s loss if a closure is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if weight_decay != 0:
+                    g = g.add(p, alpha=weight_decay)
+                if momentum != 0:
+                    state = self.state[p]
+                    velocity = state.get("momentum_buffer")
+                    if velocity is None:
+                        # Starting from v = g (not 0) avoids a slow first step, as torch does.
+                        velocity = state["momentum_buffer"] = g.clone()
+                    else:
+                        velocity.mul_(momentum).add_(g, alpha=1 - group["dampening"])
+                    g = g.add(velocity, alpha=momentum) if group["nesterov"] else velocity
+                p.add_(g, alpha=-lr)
+        return loss
+
+
+class Adam(torch.optim.Optimizer):
+    """Adam (Kingma & Ba, 2015) written out by hand; ``decoupled_weight_decay=True`` gives AdamW.
+
+    Same update and same API as ``torch.optim.Adam`` / ``torch.optim.AdamW`` (the tests check the trajectories agree
+    within 1e-6). With gradient g, parameter θ and step count t, per step::
+
+        g ← g + weight_decay · θ                     (Adam)     or   θ ← θ · (1 − lr · weight_decay)   (AdamW)
+        m ← β₁ m + (1 − β₁) g                        running mean of the gradient
+        v ← β₂ v + (1 − β₂) g²                       running mean of its square
+        θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    The two bias corrections undo the zero initialisation of m and v. Taught in ``notebooks/01_gradient_descent.ipynb``
+    (*Why is Adam the default?*).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts (parameter groups)
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+        Must be > 0.
+    weight_decay : float ≥ 0, default 0
+    decoupled_weight_decay : bool, default False
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-finite ``lr``/``weight_decay``, ``betas`` outside [0, 1), or ``eps`` ≤ 0.
+
+    Examples
+    --------
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -3.0]))
+    >>> opt = Adam([w], lr=0.1)
+    >>> opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+    >>> [round(v, 4) for v in w.tolist()]   # the first Adam step moves every coordinate by about lr
+    [0.9, -2.9]
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 decoupled_weight_decay: bool = False):
+        lr = check_scalar(lr, "lr", min_value=0)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+        beta1 = check_scalar(betas[0], "betas[0]", min_value=0, max_value=1, include_max=False)
+        beta2 = check_scalar(betas[1], "betas[1]", min_value=0, max_value=1, include_max=False)
+        eps = check_scalar(eps, "eps", min_value=0, include_min=False)
+        weight_decay = check_scalar(weight_decay, "weight_decay", min_value=0)
+        defaults = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=bool(decoupled_weight_decay))
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        """Update every parameter that has a gradient; returns ``closure()``'s loss if a closure is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                if weight_decay != 0:
+                    if group["decoupled_weight_decay"]:
+                        p.mul_(1 - lr * weight_decay)
+                    else:
+                        g = g.add(p, alpha=weight_decay)
+                m.lerp_(g, 1 - beta1)  # m + (1 − β₁)(g − m) = β₁ m + (1 − β₁) g
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                step_size = lr / (1 - beta1**t)
+                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+                p.addcdiv_(m, denom, value=-step_size)
+        return loss
 
 
 # ----------------------------------------------------------------------------------------------------------------------

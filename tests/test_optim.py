@@ -13,6 +13,16 @@ from sustainlab import optim
 from sustainlab.optim import DivergenceError, TrainingHistory, train
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These models are tiny: on a shared 2-core machine, intra-op threads only add synchronisation (measured 10-30x
+    # slower with 2 threads under contention), and results do not depend on the thread count here.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # train
 # ----------------------------------------------------------------------------------------------------------------------
@@ -163,3 +173,257 @@ def test_train_on_cuda(precision):
                     epochs=5, device="cuda", precision=precision, accumulation_steps=2)
     assert next(model.parameters()).device.type == "cuda"
     assert history.loss[-1] < history.loss[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hand-written gradients and check_gradient
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _regression_problem(n=30, d=4, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y_real = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
+    y_binary = (y_real + 0.5 * rng.normal(size=n) > 0).astype(float)
+    return X, y_real, y_binary
+
+
+LOSSES = [
+    (optim.least_squares_loss, optim.least_squares_grad, "real"),
+    (optim.logistic_loss, optim.logistic_grad, "binary"),
+]
+
+
+@pytest.mark.parametrize("loss, grad, target", LOSSES)
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_hand_gradients_match_torch_autograd(loss, grad, target, l2, fit_intercept):
+    X, y_real, y_binary = _regression_problem()
+    y = y_real if target == "real" else y_binary
+    theta = np.random.default_rng(2).normal(size=X.shape[1] + int(fit_intercept))
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    theta_t = torch.tensor(theta, requires_grad=True)
+    value = loss(theta_t, Xt, yt, l2=l2, fit_intercept=fit_intercept)
+    value.backward()
+    # torch in, torch out; numpy in, numpy out; both equal autograd's answer.
+    grad_t = grad(theta_t.detach(), Xt, yt, l2=l2, fit_intercept=fit_intercept)
+    assert isinstance(grad_t, torch.Tensor)
+    torch.testing.assert_close(grad_t, theta_t.grad, rtol=1e-12, atol=1e-12)
+    grad_np = grad(theta, X, y, l2=l2, fit_intercept=fit_intercept)
+    assert isinstance(grad_np, np.ndarray)
+    np.testing.assert_allclose(grad_np, theta_t.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loss(theta, X, y, l2=l2, fit_intercept=fit_intercept), value.item(), rtol=1e-12)
+    assert optim.check_gradient(lambda t: loss(t, X, y, l2=l2, fit_intercept=fit_intercept),
+                                lambda t: grad(t, X, y, l2=l2, fit_intercept=fit_intercept), theta) < 1e-6
+
+
+def test_logistic_loss_matches_sklearn_log_loss_and_is_stable_for_large_logits():
+    from sklearn.metrics import log_loss
+
+    X, _, y = _regression_problem()
+    theta = np.array([0.5, -1.0, 2.0, 0.1])
+    p = optim.sigmoid(X @ theta)
+    assert optim.logistic_loss(theta, X, y) == pytest.approx(log_loss(y, p), rel=1e-9)
+    huge = optim.logistic_loss(1e4 * theta, X, y)  # log(σ(z)) would underflow to log(0) if computed naively
+    assert np.isfinite(huge)
+
+
+def test_check_gradient_catches_wrong_gradients_and_works_on_torch():
+    X, _, y = _regression_problem()
+    theta = np.full(X.shape[1], 0.2)
+    f = lambda t: optim.logistic_loss(t, X, y)  # noqa: E731
+    assert optim.check_gradient(f, lambda t: optim.logistic_grad(t, X, y), theta) < 1e-7
+    assert optim.check_gradient(f, lambda t: 2 * optim.logistic_grad(t, X, y), theta) > 0.4
+    assert optim.check_gradient(f, lambda t: -optim.logistic_grad(t, X, y), theta) > 1.0
+    ft = lambda t: (t**3).sum()  # noqa: E731
+    assert optim.check_gradient(ft, lambda t: 3 * t**2, torch.tensor([1.0, -2.0, 0.5])) < 1e-7
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: optim.check_gradient(lambda x: x.sum(), lambda x: x[:1], np.ones(3)), ValueError, "has shape"),
+        (lambda: optim.check_gradient(lambda x: x.sum(), lambda x: x, np.ones(3), eps=0), ValueError, "eps must be >"),
+        (lambda: optim.check_gradient(lambda x: np.log(x).sum(), lambda x: 1 / x, -np.ones(2)), ValueError, "NaN"),
+        (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5)), ValueError, r"theta must have shape \(2,\)"),
+        (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5), fit_intercept=True) + 0, None, None),
+        (lambda: optim.least_squares_grad(np.ones(2), np.ones((5, 2)), np.ones(4)), ValueError, r"y must have shape \(5,\)"),
+        (lambda: optim.least_squares_grad(np.ones(2), np.ones(5), np.ones(5)), ValueError, "X must be a 2-D array"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log:RuntimeWarning")
+def test_gradient_helpers_reject_bad_input(call, error, message):
+    if error is None:
+        call()  # the valid counterpart of the row above
+        return
+    with pytest.raises(error, match=message):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# gradient_descent
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_gradient_descent_on_a_quadratic_respects_the_stability_limit():
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+    limit = optim.quadratic_stability_limit(A)
+    assert limit == pytest.approx(2 / np.linalg.eigvalsh(A).max())
+    theta0 = np.array([1.0, -1.0])
+    below = optim.gradient_descent(lambda t: A @ t, theta0, lr=0.95 * limit, n_steps=300)
+    above = optim.gradient_descent(lambda t: A @ t, theta0, lr=1.05 * limit, n_steps=300)
+    assert below.shape == (301, 2) and np.linalg.norm(below[-1]) < 1e-3
+    assert np.linalg.norm(above[-1]) > 1e3
+    np.testing.assert_array_equal(theta0, [1.0, -1.0])  # the caller's array is untouched
+
+
+def test_gradient_descent_callback_can_stop_and_divergence_is_reported():
+    seen = []
+    path = optim.gradient_descent(lambda t: 2 * t, np.ones(1), lr=0.1, n_steps=50,
+                                  callback=lambda step, t: seen.append(step) or step == 5)
+    assert seen == [1, 2, 3, 4, 5] and path.shape == (6, 1)
+    with pytest.raises(DivergenceError, match="diverged at step") as info:
+        optim.gradient_descent(lambda t: 2 * t, np.ones(1), lr=1e3, n_steps=10_000)
+    partial = info.value.partial
+    assert np.all(np.isfinite(partial)) and len(partial) == info.value.step
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"lr": float("nan")}, ValueError, "lr must be a finite number"),
+        ({"lr": float("inf")}, ValueError, "lr must be a finite number"),
+        ({"lr": 0.0}, ValueError, "lr must be > 0"),
+        ({"lr": "0.1"}, TypeError, "lr must be a number"),
+        ({"n_steps": -1}, ValueError, "n_steps must be >= 0"),
+        ({"n_steps": 2.5}, TypeError, "n_steps must be an integer"),
+        ({"grad_fn": lambda t: np.ones(3)}, ValueError, r"grad_fn returned shape \(3,\) but theta has shape \(2,\)"),
+        ({"theta0": np.array([np.nan, 0.0])}, ValueError, "theta0 contains NaN"),
+        ({"callback": 3}, TypeError, "callback must be callable"),
+    ],
+)
+def test_gradient_descent_rejects_bad_input(kwargs, error, message):
+    args = {"grad_fn": lambda t: 2 * t, "theta0": np.ones(2), "lr": 0.1, "n_steps": 3}
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        optim.gradient_descent(**args)
+
+
+def test_steps_to_target():
+    assert optim.steps_to_target([3.0, 2.0, 1.0], 2.0) == 1
+    assert optim.steps_to_target([3.0], 1.0) is None
+    with pytest.raises(ValueError, match="target must be a finite number"):
+        optim.steps_to_target([1.0], float("nan"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# SGD and Adam against torch.optim
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _trajectory(make_optimizer, n_steps=120, seed=0):
+    """Parameters after every step of full-batch training of a small MLP (float64, fixed data and init)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(64, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+    # Two parameter groups, so per-group hyper-parameters are exercised too.
+    layers = list(model.children())
+    optimizer = make_optimizer([{"params": layers[0].parameters()}, {"params": layers[2].parameters(), "lr_scale": 1}])
+    rows = []
+    for _ in range(n_steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), y).backward()
+        optimizer.step()
+        rows.append(_params(model).clone())
+    return torch.stack(rows)
+
+
+SGD_SETTINGS = [
+    {"lr": 0.1},
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    {"lr": 0.1, "momentum": 0.5, "dampening": 0.3, "weight_decay": 1e-2},
+    {"lr": 0.02, "momentum": 0.95, "nesterov": True, "weight_decay": 5e-3},
+]
+ADAM_SETTINGS = [
+    {"lr": 1e-2},
+    {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6},
+    {"lr": 1e-2, "weight_decay": 1e-2},
+    {"lr": 5e-3, "betas": (0.0, 0.9)},
+]
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+def test_sgd_trajectory_matches_torch(settings):
+    ours = _trajectory(lambda groups: optim.SGD(groups, **settings))
+    ref = _trajectory(lambda groups: torch.optim.SGD(groups, **settings))
+    assert (ours - ref).abs().max() < 1e-6
+    assert (ours[-1] - ours[0]).abs().max() > 1e-2  # the parameters did move
+
+
+@pytest.mark.parametrize("settings", ADAM_SETTINGS, ids=str)
+def test_adam_trajectory_matches_torch(settings):
+    ours = _trajectory(lambda groups: optim.Adam(groups, **settings))
+    ref = _trajectory(lambda groups: torch.optim.Adam(groups, **settings))
+    assert (ours - ref).abs().max() < 1e-6
+    assert (ours[-1] - ours[0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("settings", [{"lr": 1e-2, "weight_decay": 0.1}, {"lr": 3e-3, "weight_decay": 1e-2}], ids=str)
+def test_decoupled_adam_matches_torch_adamw(settings):
+    ours = _trajectory(lambda groups: optim.Adam(groups, decoupled_weight_decay=True, **settings))
+    ref = _trajectory(lambda groups: torch.optim.AdamW(groups, **settings))
+    assert (ours - ref).abs().max() < 1e-6
+    coupled = _trajectory(lambda groups: optim.Adam(groups, **settings))
+    assert (coupled - ref).abs().max() > 1e-4  # the two kinds of weight decay really differ
+
+
+def test_float32_trajectories_stay_close_to_torch():
+    def run(make):
+        torch.manual_seed(0)
+        X, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+        model = torch.nn.Linear(4, 2)
+        opt = make(model.parameters())
+        for _ in range(100):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X), y).backward()
+            opt.step()
+        return _params(model)
+
+    for ours, ref in [(lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+                      (lambda p: optim.Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2))]:
+        assert (run(ours) - run(ref)).abs().max() < 1e-5
+
+
+def test_our_optimizers_work_with_train_and_state_dict():
+    X, y = _classification_data()
+    model = _mlp().float()
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    history = train(model, DataLoader(TensorDataset(X, y), batch_size=16), opt, epochs=2, device="cpu")
+    assert history.optimizer_steps == 6
+    state = opt.state_dict()
+    assert state["state"][0]["step"] == 6
+    fresh = optim.Adam(model.parameters(), lr=0.01)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.state[next(model.parameters())]["exp_avg"], opt.state[next(model.parameters())]["exp_avg"])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: optim.SGD(p, lr=float("nan")), "lr must be a finite number"),
+        (lambda p: optim.SGD(p, lr=-0.1), "lr must be >= 0"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=1.0), "momentum must be < 1"),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov=True needs momentum > 0"),
+        (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1), "weight_decay must be >= 0"),
+        (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"betas\[1\] must be < 1"),
+        (lambda p: optim.Adam(p, betas=0.9), "betas must be a pair"),
+        (lambda p: optim.Adam(p, eps=0.0), "eps must be > 0"),
+        (lambda p: optim.Adam(p, lr=float("inf")), "lr must be a finite number"),
+    ],
+)
+def test_optimizers_reject_bad_hyper_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make([torch.nn.Parameter(torch.zeros(2))])
