@@ -398,7 +398,8 @@ class NotebookPage:
         self.page.goto(self.server.lab_url(self.notebook, workspace), timeout=self.deadline.ms(cap_s))
         cells = self.panel.locator(".jp-Notebook .jp-Cell")
         cells.nth(len(self.cells) - 1).wait_for(state="attached", timeout=self.deadline.ms(cap_s))
-        assert cells.count() == len(self.cells), f"JupyterLab shows {cells.count()} cells, the file has {len(self.cells)}"
+        shown = cells.count()
+        assert shown == len(self.cells), f"JupyterLab shows {shown} cells, the file has {len(self.cells)}"
         self.wait_for_kernel_idle(cap_s)
 
     def wait_for_kernel_idle(self, cap_s: float) -> None:
@@ -462,7 +463,8 @@ class NotebookPage:
         before = self.path.stat().st_mtime_ns
         self.menu("File", "Save Notebook")
         end = time.monotonic() + self.deadline.seconds(cap_s)
-        while self.path.stat().st_mtime_ns == before or self.page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").count():
+        dirty_tab = self.page.locator(".lm-TabBar-tab.lm-mod-current.jp-mod-dirty")
+        while self.path.stat().st_mtime_ns == before or dirty_tab.count():
             if time.monotonic() > end:
                 raise AssertionError(f"{self.notebook}: not saved within {cap_s:.0f} s")
             self.page.wait_for_timeout(200)

@@ -35,7 +35,7 @@ def chromium():
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        bs.unavailable("the playwright Python package is not installed (pip install -e '.[test]')")
+        bs.unavailable("the playwright Python package is not installed: run `make setup` (binder/requirements.txt pins it)")
     return bs.ensure_chromium()
 
 
