@@ -1,0 +1,74 @@
+"""Benchmark ``sustainlab grade``: a synthetic class of N submissions of 00_welcome on J parallel workers.
+
+Half the class hands in the instructor notebook (correct), half the untouched release. Writes
+build/benchmarks/bench_grading.csv and prints seconds per submission and in total. Target (issue #10): 30
+submissions in <= 120 s on 2 cores.
+
+    python benchmarks/bench_grading.py [--students 30] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sustainlab.grading import grade, release
+
+ROOT = Path(__file__).resolve().parents[1]
+WELCOME = ROOT / "notebooks" / "00_welcome.ipynb"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "src").mkdir()
+        shutil.copy(WELCOME, tmp / "src" / WELCOME.name)
+        release(tmp / "src", tmp / "release")
+        for n in range(args.students):
+            folder = tmp / "subs" / f"student{n:02d}"
+            folder.mkdir(parents=True)
+            source = WELCOME if n % 2 == 0 else tmp / "release" / "student" / WELCOME.name
+            shutil.copy(source, folder / WELCOME.name)
+        start = time.perf_counter()
+        result = grade(tmp / "release", tmp / "subs", tmp / "gradebook.csv", jobs=args.jobs, progress=True)
+        total = time.perf_counter() - start
+
+    passed = sum(r.status == "passed" for r in result.rows)
+    runs = sorted(result.run_seconds)
+    table = {
+        "students": args.students,
+        "jobs": args.jobs,
+        "cpu_count": os.cpu_count(),
+        "total_s": round(total, 1),
+        "s_per_submission": round(total / args.students, 2),
+        "median_run_s": round(runs[len(runs) // 2], 1),
+        "max_run_s": round(runs[-1], 1),
+        "passed_rows": passed,
+        "target_s": 120,
+        "within_target": total <= 120,
+    }
+    out = ROOT / "build" / "benchmarks" / "bench_grading.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(table))
+        writer.writeheader()
+        writer.writerow(table)
+    for key, value in table.items():
+        print(f"{key:<18} {value}")
+    print(f"(one notebook alone, median: {table['median_run_s']} s; ratio total/target: {total / 120:.2f})")
+    print(f"wrote {out}")
+    assert passed == (args.students + 1) // 2, "every correct submission should pass"
+
+
+if __name__ == "__main__":
+    main()
