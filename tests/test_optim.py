@@ -427,3 +427,30 @@ def test_our_optimizers_work_with_train_and_state_dict():
 def test_optimizers_reject_bad_hyper_parameters(make, message):
     with pytest.raises(ValueError, match=message):
         make([torch.nn.Parameter(torch.zeros(2))])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Exercise checks of the chapter (gd-1 … gd-3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exercise_id", ["gd-1", "gd-2", "gd-3"])
+def test_chapter_checks_accept_the_reference_and_reject_every_wrong_answer(exercise_id):
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    exercise = get_exercise(exercise_id)
+    assert run_check(exercise, exercise.reference()) == (True, "")
+    hints = [run_check(exercise, wrong())[1] for wrong in exercise.wrong]
+    assert all(hints) and len(hints) >= 3
+    assert not any("Error" in hint for hint in hints)  # each wrong answer gets a real hint, not a crash report
+
+
+def test_check_cell_prints_one_line(capsys):
+    from sustainlab.checks import check
+
+    check("gd-1", lambda theta, grad, lr: theta - lr * grad)
+    check("gd-1", lambda theta, grad, lr: theta + lr * grad)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "✔ gd-1 passed"
+    assert lines[1].startswith("✘ gd-1: ") and "against" in lines[1]
