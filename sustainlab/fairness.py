@@ -19,6 +19,8 @@ Disparities
     :func:`equalized_odds_ratio`, :func:`equal_opportunity_difference`
 Reports and plots
     :func:`compare_predictions`, :func:`plot_group_metric`, :func:`plot_tradeoff`
+Notebook data
+    :func:`split_arrests` (the chapter's train/test split of the Toronto arrests data)
 
 Undefined rates
 ---------------
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -56,6 +59,8 @@ __all__ = [
     "compare_predictions",
     "plot_group_metric",
     "plot_tradeoff",
+    "ArrestsSplit",
+    "split_arrests",
 ]
 
 _METHODS = ("between_groups", "to_overall")
@@ -468,6 +473,67 @@ def plot_tradeoff(table, *, x="dp_difference", y="accuracy", ax=None, xlabel=Non
     ax.set_title(title or "Accuracy vs disparity (better: up and to the left)")
     ax.grid(alpha=0.3)
     return ax
+
+
+@dataclass
+class ArrestsSplit:
+    """The chapter's data: standardised features, labels and the sensitive attributes, split into train and test.
+
+    ``X_*`` are DataFrames of numeric features (no ``colour``), ``y_*`` Series of 0/1 labels (1 = released with a
+    summons), ``groups_*`` DataFrames with the columns ``colour``, ``sex`` and ``citizen`` of the same rows.
+    """
+
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    groups_train: pd.DataFrame
+    groups_test: pd.DataFrame
+
+
+#: Features the chapter's models see. ``colour`` is left out on purpose: the notebook shows that leaving the
+#: sensitive attribute out does not remove the disparity (``checks`` acts as a proxy).
+ARRESTS_FEATURES = ("year", "age", "sex", "employed", "citizen", "checks")
+
+
+def split_arrests(*, test_size: float = 0.3, random_state: int = 0) -> ArrestsSplit:
+    """Load the Toronto arrests data and split it, stratified on the label, for ``notebooks/04_fairness.ipynb``.
+
+    Categorical features are one-hot encoded (first level dropped) and all features standardised with statistics of
+    the training part only, so that nothing about the test rows leaks into training.
+
+    Parameters
+    ----------
+    test_size : float in (0, 1), default 0.3
+    random_state : int, default 0
+
+    Returns
+    -------
+    ArrestsSplit
+
+    Examples
+    --------
+    >>> data = split_arrests()
+    >>> data.X_train.shape, data.X_test.shape, list(data.groups_test.columns)
+    ((3658, 6), (1568, 6), ['colour', 'sex', 'citizen'])
+    """
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from .datasets import load_arrests
+    from .validation import check_scalar
+
+    test_size = check_scalar(test_size, "test_size", min_value=0, max_value=1, include_min=False, include_max=False)
+    frame = load_arrests()
+    X = pd.get_dummies(frame[list(ARRESTS_FEATURES)], drop_first=True, dtype=float)
+    groups = frame[["colour", "sex", "citizen"]]
+    X_train, X_test, y_train, y_test, g_train, g_test = train_test_split(
+        X, frame["released"], groups, test_size=test_size, stratify=frame["released"], random_state=random_state
+    )
+    scaler = StandardScaler().fit(X_train)
+    X_train = pd.DataFrame(scaler.transform(X_train), columns=X.columns, index=X_train.index)
+    X_test = pd.DataFrame(scaler.transform(X_test), columns=X.columns, index=X_test.index)
+    return ArrestsSplit(X_train, X_test, y_train, y_test, g_train, g_test)
 
 
 # --------------------------------------------------------------------------------------------------------------------
