@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 
 from .validation import check_scalar
-from .notebook import CheckSpec, check_specs, foreign_check_ids, restore_checks, student_version
+from .notebook import CheckSpec, check_id, check_specs, foreign_check_ids, restore_checks, student_version
 
 MANIFEST_NAME = "release.json"
 STUDENT_DIR = "student"
@@ -317,7 +317,7 @@ def read_submission(data: bytes, notebook: str, manifest: dict[str, list[CheckSp
     specs = manifest[notebook]
     expected = {spec.id for spec in specs if not spec.hidden}
     foreign = foreign_check_ids(nb, specs)
-    present = {c.metadata.get("sustainlab", {}).get("check") for c in nb.cells if c.cell_type == "code"}
+    present = {check_id(cell) for cell in nb.cells}
     if foreign and not (expected & present):
         owner = next((name for name, s in manifest.items() if any(x.id == foreign[0] for x in s)), "another notebook")
         return None, f"wrong notebook: its check cells ({', '.join(foreign)}) belong to {owner}, not {notebook}"
@@ -446,15 +446,26 @@ def _become_subreaper() -> bool:
         return False
 
 
-def _kill_stray_descendants() -> None:
+def _descendants() -> set[tuple[int, float]]:
     import psutil
 
-    me = psutil.Process()
-    for proc in me.children(recursive=True):
-        kill_tree(proc.pid)
-    for proc in me.children():
+    found = set()
+    for proc in psutil.Process().children(recursive=True):
         try:
-            os.waitpid(proc.pid, os.WNOHANG)
+            found.add((proc.pid, proc.create_time()))
+        except psutil.Error:
+            pass
+    return found
+
+
+def _kill_new_descendants(before: set[tuple[int, float]]) -> None:
+    """Kill every process below this one that grading started (the caller's own children are left alone)."""
+    import psutil
+
+    for pid, created in _descendants() - before:
+        kill_tree(pid)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap orphans re-parented to us as subreaper
         except OSError:
             pass
 
@@ -462,44 +473,63 @@ def _kill_stray_descendants() -> None:
 # ------------------------------------------------------------------------------------------- protecting the files
 
 
-def snapshot(root: Path) -> dict[Path, bytes | None]:
-    """Every regular file under ``root`` with its bytes, and every folder (value None); symlinks are not followed."""
-    entries: dict[Path, bytes | None] = {}
-    for path in sorted(root.rglob("*")):
+def snapshot(root: Path) -> dict[Path, bytes | str | None]:
+    """Everything under ``root``: a file maps to its bytes, a folder to None, a symlink to its target (a str)."""
+    entries: dict[Path, bytes | str | None] = {}
+    for path in sorted(root.rglob("*")):  # rglob does not descend into symlinked folders
         if path.is_symlink():
-            continue
-        if path.is_file():
+            entries[path] = os.readlink(path)
+        elif path.is_file():
             entries[path] = path.read_bytes()
         elif path.is_dir():
             entries[path] = None
     return entries
 
 
-def restore_snapshot(root: Path, entries: dict[Path, bytes | None]) -> list[str]:
+def _matches(path: Path, entry) -> bool:
+    if isinstance(entry, str):
+        return path.is_symlink() and os.readlink(path) == entry
+    if path.is_symlink():
+        return False
+    if entry is None:
+        return path.is_dir()
+    return path.is_file() and _digest(path.read_bytes()) == _digest(entry)
+
+
+def restore_snapshot(root: Path, entries: dict[Path, bytes | str | None]) -> list[str]:
     """Make the tree under ``root`` exactly ``entries`` again (extra paths removed); returns what was repaired."""
     repaired = []
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path in entries and (entries[path] is None) == (path.is_dir() and not path.is_symlink()):
-            continue
+        if path in entries:
+            try:
+                if _matches(path, entries[path]) or (entries[path] is None) == (path.is_dir() and not path.is_symlink()):
+                    continue
+            except OSError:
+                pass
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-        repaired.append(f"removed {path}")
-    for path, data in entries.items():
-        if data is None:
-            if not path.is_dir():
-                path.mkdir(parents=True, exist_ok=True)
-                repaired.append(f"restored {path}/")
-            continue
+        if path not in entries:
+            repaired.append(f"removed {path}")
+    for path, entry in entries.items():
         try:
-            same = path.is_file() and not path.is_symlink() and _digest(path.read_bytes()) == _digest(data)
+            if _matches(path, entry):
+                continue
         except OSError:
-            same = False
-        if not same:
-            _write_atomic(path, data)
-            if not any(item.endswith(f" {path}") for item in repaired):
-                repaired.append(f"restored {path}")
+            pass
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir() and entry is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        if entry is None:
+            path.mkdir(parents=True, exist_ok=True)
+        elif isinstance(entry, str):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(entry, path)
+        else:
+            _write_atomic(path, entry)
+        repaired.append(f"restored {path}")
     return repaired
 
 
@@ -624,7 +654,7 @@ def grade(
     tasks = []
     students = sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
     for path, data in submission_files.items():
-        if data is None:
+        if not isinstance(data, bytes):
             continue
         parts = path.relative_to(submissions).parts
         if any(part.startswith(".") for part in parts):
@@ -643,11 +673,14 @@ def grade(
         if not specs:
             rows_by_key[(student, name)] = invalid_rows(student, name, None, "this notebook has no graded checks")
             continue
-        nb, problem = read_submission(data, name, manifest)
-        if nb is None:
+        try:
+            nb, problem = read_submission(data, name, manifest)
+            restored = restore_checks(nb, specs) if nb is not None else None
+        except Exception as error:  # a notebook nbformat accepts but we cannot restore must not stop the class
+            restored, problem = None, f"could not prepare this notebook for grading: {error!r}"[:300]
+        if restored is None:
             rows_by_key[(student, name)] = invalid_rows(student, name, specs, problem)
             continue
-        restored = restore_checks(nb, specs)
         tasks.append((student, name, specs, restored))
     for student in students:
         for name, specs in manifest.items():
@@ -657,6 +690,7 @@ def grade(
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     env = _grading_environment(max(1, (os.cpu_count() or 1) // jobs))
     _become_subreaper()
+    already_running = _descendants()
     run_seconds = []
     junits = {}
     bar = _progress_bar(len(tasks), progress)
@@ -679,7 +713,7 @@ def grade(
                 bar.update(1)
     finally:
         bar.close()
-        _kill_stray_descendants()
+        _kill_new_descendants(already_running)
 
     # All student code has stopped: put back anything it changed, then write the results.
     repaired = restore_snapshot(release_dir, release_files) + restore_snapshot(submissions, submission_files)

@@ -199,13 +199,17 @@ def test_restore_snapshot_repairs_changed_deleted_and_new_files(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.ipynb").write_bytes(b"original")
     (tmp_path / "keep.txt").write_bytes(b"keep")
+    (tmp_path / "link").symlink_to("keep.txt")
     saved = snapshot(tmp_path)
     (tmp_path / "a" / "x.ipynb").write_bytes(b"changed")
     (tmp_path / "keep.txt").unlink()
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "evil.txt").write_text("x")
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").write_text("not a link any more")
     repaired = restore_snapshot(tmp_path, saved)
-    assert snapshot(tmp_path) == saved and len(repaired) == 4  # evil.txt, new/, x.ipynb, keep.txt
+    assert snapshot(tmp_path) == saved and len(repaired) == 5  # evil.txt, new/, x.ipynb, keep.txt, link
+    assert (tmp_path / "link").is_symlink()
     assert restore_snapshot(tmp_path, saved) == []
 
 
