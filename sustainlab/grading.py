@@ -36,8 +36,8 @@ MANIFEST_NAME = "release.json"
 STUDENT_DIR = "student"
 MANIFEST_FORMAT = 1
 GRADEBOOK_HEADER = ("student", "notebook", "check", "points", "max_points", "status", "message")
-TOTALS_HEADER = ("student", "points", "max_points", "percent", "passed", "failed", "error", "timeout", "missing", "invalid")
 STATUSES = ("passed", "failed", "error", "timeout", "missing", "invalid")
+TOTALS_HEADER = ("student", "points", "max_points", "percent") + STATUSES
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CELL_TIMEOUT_S = 120.0
 #: Address-space limit for each grading process tree (pytest and the kernel it starts). Importing torch needs
@@ -122,7 +122,9 @@ def load_manifest(release_dir: str | Path) -> dict[str, list[CheckSpec]]:
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise GradingSetupError(f"no release manifest at {path}: pass the folder written by `sustainlab release`.") from None
+        raise GradingSetupError(
+            f"no release manifest at {path}: pass the folder written by `sustainlab release`."
+        ) from None
     except (OSError, ValueError) as error:
         raise GradingSetupError(f"cannot read the release manifest {path}: {error}") from None
     return parse_manifest(data, str(path))
@@ -130,7 +132,8 @@ def load_manifest(release_dir: str | Path) -> dict[str, list[CheckSpec]]:
 
 def parse_manifest(data, where: str = "manifest") -> dict[str, list[CheckSpec]]:
     """Validate manifest data (as loaded from JSON) and return ``{notebook: [CheckSpec, ...]}``."""
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("notebooks"), dict):
+    notebooks = data.get("notebooks") if isinstance(data, dict) else None
+    if not isinstance(notebooks, dict) or data.get("format") != MANIFEST_FORMAT:
         raise GradingSetupError(f"{where} is not a sustainlab release manifest (format {MANIFEST_FORMAT}).")
     try:
         return {name: [CheckSpec.from_json(c) for c in entry["checks"]] for name, entry in data["notebooks"].items()}
@@ -460,9 +463,7 @@ def _descendants() -> set[tuple[int, float]]:
 
 def _kill_new_descendants(before: set[tuple[int, float]]) -> None:
     """Kill every process below this one that grading started (the caller's own children are left alone)."""
-    import psutil
-
-    for pid, created in _descendants() - before:
+    for pid, _ in _descendants() - before:
         kill_tree(pid)
         try:
             os.waitpid(pid, os.WNOHANG)  # reap orphans re-parented to us as subreaper
@@ -502,7 +503,8 @@ def restore_snapshot(root: Path, entries: dict[Path, bytes | str | None]) -> lis
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path in entries:
             try:
-                if _matches(path, entries[path]) or (entries[path] is None) == (path.is_dir() and not path.is_symlink()):
+                same_kind = (entries[path] is None) == (path.is_dir() and not path.is_symlink())
+                if _matches(path, entries[path]) or same_kind:  # same kind: the loop below repairs the content
                     continue
             except OSError:
                 pass
@@ -682,9 +684,10 @@ def grade(
             rows_by_key[(student, name)] = invalid_rows(student, name, specs, problem)
             continue
         tasks.append((student, name, specs, restored))
+    queued = {(task[0], task[1]) for task in tasks}
     for student in students:
         for name, specs in manifest.items():
-            if specs and (student, name) not in rows_by_key and not any(t[0] == student and t[1] == name for t in tasks):
+            if specs and (student, name) not in rows_by_key and (student, name) not in queued:
                 rows_by_key[(student, name)] = missing_rows(student, name, specs)
 
     jobs = max(1, int(jobs or os.cpu_count() or 1))
@@ -697,9 +700,11 @@ def grade(
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {
-                pool.submit(run_nbval, nbformat.writes(restored.notebook), name, timeout_s=timeout_s,
-                            cell_timeout_s=cell_timeout_s, memory_mb=memory_mb, env=env): (student, name, specs, restored)
-                for student, name, specs, restored in tasks
+                pool.submit(
+                    run_nbval, nbformat.writes(task[3].notebook), task[1], timeout_s=timeout_s,
+                    cell_timeout_s=cell_timeout_s, memory_mb=memory_mb, env=env,
+                ): task
+                for task in tasks
             }
             for future in as_completed(futures):
                 student, name, specs, restored = futures[future]

@@ -137,7 +137,8 @@ Traceback:
 </failure></testcase>
 <testcase classname="t.ipynb" name="Cell 3"><failure message="x">Cell 3: Timeout of 5 seconds exceeded executing cell
 </failure></testcase>
-<testcase classname="t.ipynb" name="Cell 4"><skipped type="pytest.xfail" message="Previous cell timed out, expected cell to fail"/></testcase>
+<testcase classname="t.ipynb" name="Cell 4">
+<skipped type="pytest.xfail" message="Previous cell timed out, expected cell to fail"/></testcase>
 </testsuite></testsuites>"""
 
 
@@ -175,8 +176,8 @@ def test_score_turns_results_into_rows():
         (b"\xff\xfe", "not UTF-8"),
         (b"[1, 2]", "without a 'cells'"),
         (json.dumps({"nbformat": 3, "cells": []}).encode(), "nbformat=3"),
-        (json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "bogus", "id": "a"}], "metadata": {}}).encode(),
-         "not a valid notebook"),
+        (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                     "cells": [{"cell_type": "bogus", "id": "a"}]}).encode(), "not a valid notebook"),
     ],
 )
 def test_read_submission_explains_invalid_files(data, message):
