@@ -25,7 +25,9 @@ BUDGET_S = 180
 WELCOME = "00_welcome.ipynb"
 #: The chapter notebook to drive: 01 when it exists, else the first chapter notebook there is.
 _CHAPTERS = sorted(p.name for p in bs.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("00_"))
-CHAPTER = (["01_gradient_descent.ipynb"] if "01_gradient_descent.ipynb" in _CHAPTERS else _CHAPTERS)[:1]
+CHAPTER = (["01_gradient_descent.ipynb"] if "01_gradient_descent.ipynb" in _CHAPTERS else _CHAPTERS)[:1] or [
+    pytest.param(None, marks=pytest.mark.skip(reason="no chapter notebook in notebooks/ yet"))
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def chromium():
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        bs.unavailable("the playwright Python package is not installed: run `make setup` (binder/requirements.txt pins it)")
+        bs.unavailable("the playwright package is not installed: run `make setup` (binder/requirements.txt pins it)")
     return bs.ensure_chromium()
 
 
@@ -76,9 +78,7 @@ def browser(chromium, lab, tmp_path_factory):
 
 
 def open_notebook(browser, lab, notebook, deadline, log) -> bs.NotebookPage:
-    page = browser.new_page()
-    nb = bs.NotebookPage(page, lab, notebook, deadline, log)
-    return nb
+    return bs.NotebookPage(browser.new_page(), lab, notebook, deadline, log)
 
 
 def run_everything_and_assert_clean(nb: bs.NotebookPage, run_cap_s: float) -> None:
@@ -136,7 +136,6 @@ def test_welcome_runs_clean_and_a_wrong_answer_shows_the_hint(browser, lab, dead
         output = nb.cell(check_cell).locator(".jp-OutputArea-output", has_text=f"{FAIL_MARK} {exercise_id}:")
         output.wait_for(timeout=deadline.ms(30))
         nb.wait_until_run_finished(30)
-        nb.cell(check_cell).scroll_into_view_if_needed()
         nb.screenshot("00_welcome-wrong-answer")
         shown = nb.output_text(check_cell).strip()
         assert shown == expected, f"the learner sees {shown!r}, expected {expected!r}"
