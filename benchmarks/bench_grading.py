@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -39,9 +40,11 @@ def main() -> None:
             folder.mkdir(parents=True)
             source = WELCOME if n % 2 == 0 else tmp / "release" / "student" / WELCOME.name
             shutil.copy(source, folder / WELCOME.name)
+        cpu_before = _children_cpu_s()
         start = time.perf_counter()
         result = grade(tmp / "release", tmp / "subs", tmp / "gradebook.csv", jobs=args.jobs, progress=True)
         total = time.perf_counter() - start
+        cpu = _children_cpu_s() - cpu_before
 
     passed = sum(r.status == "passed" for r in result.rows)
     runs = sorted(result.run_seconds)
@@ -53,6 +56,11 @@ def main() -> None:
         "s_per_submission": round(total / args.students, 2),
         "median_run_s": round(runs[len(runs) // 2], 1),
         "max_run_s": round(runs[-1], 1),
+        # CPU time of the grading processes does not grow with contention from other users of the machine, so
+        # cpu_s / jobs estimates the wall time on an otherwise idle machine with `jobs` cores.
+        "cpu_s": round(cpu, 1),
+        "cpu_s_per_submission": round(cpu / args.students, 2),
+        "idle_estimate_s": round(cpu / args.jobs, 1),
         "passed_rows": passed,
         "target_s": 120,
         "within_target": total <= 120,
@@ -68,6 +76,11 @@ def main() -> None:
     print(f"(one notebook alone, median: {table['median_run_s']} s; ratio total/target: {total / 120:.2f})")
     print(f"wrote {out}")
     assert passed == (args.students + 1) // 2, "every correct submission should pass"
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
