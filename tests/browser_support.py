@@ -400,6 +400,7 @@ class NotebookPage:
         cells.nth(len(self.cells) - 1).wait_for(state="attached", timeout=self.deadline.ms(cap_s))
         shown = cells.count()
         assert shown == len(self.cells), f"JupyterLab shows {shown} cells, the file has {len(self.cells)}"
+        self.log(f"{self.notebook}: JupyterLab shows its {shown} cells")
         self.wait_for_kernel_idle(cap_s)
 
     def wait_for_kernel_idle(self, cap_s: float) -> None:
