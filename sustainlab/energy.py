@@ -50,6 +50,15 @@ __all__ = [
     "compare_runs",
     "plot_runs",
     "distillation_loss",
+    "pack_distillation_targets",
+    "load_digits_tensors",
+    "make_mlp",
+    "make_loader",
+    "training_flops",
+    "LeverRun",
+    "run_training",
+    "lever_table",
+    "plot_energy_vs_accuracy",
 ]
 
 #: Default country for the grid's carbon intensity: France (≈ 56 g CO₂e/kWh in codecarbon's bundled data), where the
@@ -813,9 +822,11 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
     Parameters
     ----------
     student_logits : torch.Tensor, shape (n, classes)
-    targets : tuple (y, teacher_logits)
-        Class indices of shape (n,) and the teacher's logits of shape (n, classes) — the form in which a data loader
-        yields them, so this function can be passed as ``loss_fn`` to :func:`sustainlab.optim.train`.
+    targets : tensor or tuple
+        Either ``(y, teacher_logits)``; or one float tensor of shape (n, 1 + classes) made by
+        :func:`pack_distillation_targets` (the form :func:`sustainlab.optim.train` handles, since it counts samples
+        from the targets' first dimension); or plain class indices of shape (n,), which gives ordinary cross-entropy
+        (so the same function evaluates on held-out data with true labels only).
     temperature : float, default 4.0
         Softens both distributions (> 0); higher shows more of the teacher's "dark knowledge".
     alpha : float, default 0.5
@@ -824,13 +835,28 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
     Returns
     -------
     torch.Tensor
-        Scalar loss.
+        Scalar loss (mean over the batch).
+
+    Examples
+    --------
+    >>> import functools, torch
+    >>> loss_fn = functools.partial(distillation_loss, temperature=2.0, alpha=0.7)
+    >>> y, teacher = torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    >>> float(loss_fn(teacher, (y, teacher))) < float(loss_fn(-teacher, (y, teacher)))
+    True
+
+    Taught in ``notebooks/05_energy.ipynb``, *Does a small student taught by a large teacher save energy?*
     """
     import torch.nn.functional as F
 
     temperature = check_scalar(temperature, "temperature", min_value=0.0, include_min=False)
     alpha = check_scalar(alpha, "alpha", min_value=0.0, max_value=1.0)
-    y, teacher_logits = targets
+    if isinstance(targets, (tuple, list)):
+        y, teacher_logits = targets
+    elif targets.ndim == 2:
+        y, teacher_logits = targets[:, 0].long(), targets[:, 1:]
+    else:
+        return F.cross_entropy(student_logits, targets)
     hard = F.cross_entropy(student_logits, y)
     if alpha == 0:
         return hard
@@ -841,3 +867,172 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
         log_target=True,
     )
     return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+def pack_distillation_targets(y, teacher_logits):
+    """Pack class indices and teacher logits into one float tensor of shape (n, 1 + classes) for a data loader.
+
+    Class indices up to 2**24 are exact in float32, so the round trip in :func:`distillation_loss` is lossless.
+    """
+    import torch
+
+    if y.ndim != 1 or teacher_logits.ndim != 2 or len(y) != len(teacher_logits):
+        raise ValueError(
+            f"Expected y of shape (n,) and teacher_logits of shape (n, classes); got {tuple(y.shape)} and "
+            f"{tuple(teacher_logits.shape)}."
+        )
+    return torch.cat([y.to(teacher_logits.dtype).unsqueeze(1), teacher_logits.detach()], dim=1).float()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The chapter's lever experiments (small enough for a 2-core CPU)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_digits_tensors(*, test_size: float = 0.25, seed: int = 0):
+    """scikit-learn's bundled 8×8 digits (1,797 images, offline) as standardised float tensors.
+
+    Returns ``(X_train, y_train, X_test, y_test)``; the scaling is fitted on the training split only.
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(X_tr)
+    as_x = lambda a: torch.tensor(scaler.transform(a), dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
+    return as_x(X_tr), as_y(y_tr), as_x(X_te), as_y(y_te)
+
+
+def make_mlp(hidden: Sequence[int] = (128,), *, n_in: int = 64, n_out: int = 10, seed: int = 0):
+    """A ReLU multilayer perceptron, initialised from ``seed`` (so two calls give the same weights)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    sizes = [n_in, *hidden, n_out]
+    layers: list = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def make_loader(X, y, batch_size: int, *, shuffle: bool = True, seed: int = 0):
+    """A DataLoader over tensors whose shuffling is seeded (same batches on every run)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def training_flops(model, samples: int) -> float:
+    """Approximate training FLOPs of a dense network: 6 × parameters × samples (2 forward + 4 backward per weight).
+
+    The same rule Kaplan et al. (2020) and Brown et al. (2020) use for GPT-3's 3.14e23 FLOPs.
+    """
+    n_params = sum(p.numel() for p in model.parameters())
+    return 6.0 * n_params * samples
+
+
+@dataclass
+class LeverRun:
+    """One measured training run of the lever experiments."""
+
+    label: str
+    measurement: Measurement
+    history: Any
+    n_params: int
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def eval_accuracy(self) -> float:
+        return float(self.history.eval_accuracy[-1])
+
+    @property
+    def flops(self) -> float:
+        return 6.0 * self.n_params * self.history.samples_seen
+
+
+def run_training(
+    label: str,
+    model,
+    train_data,
+    eval_data,
+    *,
+    lr: float = 1e-3,
+    epochs: int = 30,
+    target_accuracy: float | None = None,
+    precision: str = "fp32",
+    accumulation_steps: int = 1,
+    loss_fn: Callable | None = None,
+    device=None,
+    **measure_kwargs,
+) -> LeverRun:
+    """Train ``model`` with Adam through :func:`sustainlab.optim.train` inside :func:`measure`.
+
+    With ``target_accuracy``, training stops after the first epoch whose eval accuracy reaches it (early stopping);
+    otherwise it runs all ``epochs``.
+    """
+    import torch
+
+    from .optim import train
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    stop_when = None
+    if target_accuracy is not None:
+        target_accuracy = check_scalar(target_accuracy, "target_accuracy", min_value=0.0, max_value=1.0)
+        stop_when = lambda h: h.eval_accuracy[-1] >= target_accuracy  # noqa: E731
+    with measure(label, **measure_kwargs) as m:
+        history = train(
+            model, train_data, optimizer, epochs, loss_fn=loss_fn, device=device, accumulation_steps=accumulation_steps,
+            precision=precision, eval_data=eval_data, stop_when=stop_when, desc=label,
+        )
+    return LeverRun(label, m, history, sum(p.numel() for p in model.parameters()), model)
+
+
+def lever_table(runs: Sequence[LeverRun], *, reference: str | None = None):
+    """The levers table: epochs, optimizer steps, samples, eval accuracy, seconds, joules, energy ratio.
+
+    ``reference`` names the run the ``energy_vs_ref`` column divides by (the first run by default).
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "run": r.label,
+            "params": r.n_params,
+            "epochs": r.history.epochs,
+            "steps": r.history.optimizer_steps,
+            "samples": r.history.samples_seen,
+            "eval_acc": r.eval_accuracy,
+            "seconds": r.measurement.duration_s,
+            "energy_J": r.measurement.energy_j,
+            "mJ_per_sample": r.measurement.energy_j * 1000 / max(r.history.samples_seen, 1),
+            "mg_CO2e": r.measurement.emissions_kg * 1e6,
+        }
+        for r in runs
+    ]
+    table = pd.DataFrame(rows)
+    ref = table.set_index("run").loc[reference, "energy_J"] if reference else table["energy_J"].iloc[0]
+    table["energy_vs_ref"] = table["energy_J"] / ref
+    return table
+
+
+def plot_energy_vs_accuracy(runs: Sequence[LeverRun], ax=None):
+    """Scatter of eval accuracy against measured energy (J), one labelled point per run; returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        ax.scatter(r.measurement.energy_j, r.eval_accuracy)
+        ax.annotate(r.label, (r.measurement.energy_j, r.eval_accuracy), fontsize=8, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("energy of the training run (J, estimated)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Levers: energy vs accuracy")
+    return ax

@@ -349,3 +349,51 @@ def test_distillation_loss_properties():
     assert torch.allclose(got, expected, atol=1e-6)
     got.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_packed_distillation_targets_round_trip():
+    torch.manual_seed(0)
+    y = torch.tensor([0, 3, 9, 1])
+    teacher = torch.randn(4, 10)
+    packed = energy.pack_distillation_targets(y, teacher)
+    assert packed.shape == (4, 11) and packed.dtype == torch.float32
+    student = torch.randn(4, 10)
+    assert torch.allclose(distillation_loss(student, packed), distillation_loss(student, (y, teacher)))
+    # Plain labels (held-out data) give ordinary cross-entropy.
+    assert torch.allclose(distillation_loss(student, y), F.cross_entropy(student, y))
+    with pytest.raises(ValueError, match="Expected y of shape"):
+        energy.pack_distillation_targets(y[:3], teacher)
+
+
+@pytest.mark.slow
+def test_lever_experiment_helpers_are_deterministic_and_distillation_trains():
+    import functools
+
+    torch.set_num_threads(1)
+    X_tr, y_tr, X_te, y_te = energy.load_digits_tensors()
+    assert X_tr.shape == (1347, 64) and X_te.shape == (450, 64)
+    assert abs(float(X_tr.mean())) < 1e-5
+    test = energy.make_loader(X_te, y_te, 512, shuffle=False)
+
+    def run(label, **kw):
+        return energy.run_training(label, energy.make_mlp((32,)), energy.make_loader(X_tr, y_tr, 64), test,
+                                   device="cpu", epochs=3, lr=3e-3, **kw)
+
+    a, b = run("a"), run("b")
+    assert a.history.loss == b.history.loss, "same seed, same batches: same losses"
+    assert a.n_params == 64 * 32 + 32 + 32 * 10 + 10
+    assert a.flops == energy.training_flops(a.model, a.history.samples_seen)
+    teacher_logits = a.model(X_tr).detach()
+    d = energy.run_training(
+        "distilled", energy.make_mlp((32,)),
+        energy.make_loader(X_tr, energy.pack_distillation_targets(y_tr, teacher_logits), 64), test, device="cpu",
+        epochs=3, lr=3e-3, loss_fn=functools.partial(distillation_loss, temperature=2.0, alpha=0.5),
+    )
+    assert d.history.samples_seen == a.history.samples_seen
+    assert d.eval_accuracy > 0.8
+    stopped = run("early", target_accuracy=0.5)
+    assert stopped.history.epochs == 1 and stopped.history.stopped_early
+    table = energy.lever_table([a, b, d], reference="b")
+    assert list(table["run"]) == ["a", "b", "distilled"]
+    assert table.loc[1, "energy_vs_ref"] == pytest.approx(1.0)
+    assert (table["eval_acc"] > 0.8).all()
