@@ -39,6 +39,8 @@ __all__ = [
     "gradient_descent",
     "quadratic_stability_limit",
     "steps_to_target",
+    "minimize",
+    "plot_descent_paths",
     # torch optimizers
     "SGD",
     "Adam",
@@ -318,10 +320,11 @@ def gradient_descent(grad_fn: Callable, theta0, lr: float, n_steps: int, callbac
         raise ValueError("theta0 contains NaN or infinite values.")
     path = [theta.copy()]
     for step in range(1, n_steps + 1):
-        grad = np.asarray(grad_fn(theta), dtype=float)
-        if grad.shape != theta.shape:
-            raise ValueError(f"grad_fn returned shape {grad.shape} but theta has shape {theta.shape}.")
-        with np.errstate(over="ignore", invalid="ignore"):  # reported just below, as a DivergenceError
+        # Overflow is reported just below, as a DivergenceError, rather than as a stream of NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            grad = np.asarray(grad_fn(theta), dtype=float)
+            if grad.shape != theta.shape:
+                raise ValueError(f"grad_fn returned shape {grad.shape} but theta has shape {theta.shape}.")
             theta = theta - lr * grad
         if not np.all(np.isfinite(theta)):
             raise DivergenceError(
@@ -379,6 +382,82 @@ def steps_to_target(losses, target: float) -> int | None:
         if float(loss) <= target:
             return step
     return None
+
+
+def minimize(loss_fn: Callable, optimizer, n_steps: int, *, target: float | None = None) -> np.ndarray:
+    """Minimise ``loss_fn()`` with a torch-style ``optimizer`` for up to ``n_steps`` full-batch steps.
+
+    Used to compare optimizers on the same problem (``notebooks/01_gradient_descent.ipynb``, *Does momentum help?*):
+    ``steps_to_target(minimize(...), target)`` counts the steps each needs.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        No arguments; computes the loss (a 0-d tensor) from the parameters the optimizer updates.
+    optimizer : torch.optim.Optimizer-like
+    n_steps : int
+        Maximum number of steps (≥ 0).
+    target : float, optional
+        Stop as soon as the loss is ≤ ``target`` (no compute is spent past the goal).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``losses[t]`` is the loss after ``t`` steps; its length is ``steps taken + 1``.
+
+    Raises
+    ------
+    DivergenceError
+        If the loss becomes NaN or infinite; ``error.partial`` holds the losses so far.
+
+    Examples
+    --------
+    >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+    >>> losses = minimize(lambda: (w ** 2).sum(), SGD([w], lr=0.25), 100, target=1e-3)
+    >>> len(losses) - 1, round(float(losses[-1]), 5)
+    (7, 0.00055)
+    """
+    n_steps = check_scalar(n_steps, "n_steps", min_value=0, integer=True)
+    if target is not None:
+        target = check_scalar(target, "target")
+    losses = []
+    for step in range(n_steps + 1):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DivergenceError(f"The loss became {value} after {step} steps: the learning rate is too large.",
+                                  step=step, partial=np.array(losses))
+        losses.append(value)
+        if step == n_steps or (target is not None and value <= target):
+            break
+        loss.backward()
+        optimizer.step()
+    return np.array(losses)
+
+
+def plot_descent_paths(loss_2d: Callable, paths: dict, ax=None, *, extent: float = 1.5, levels: int = 20):
+    """Contour plot of a 2-D loss with one gradient-descent trajectory per entry of ``paths`` (label → array (T, 2)).
+
+    Used by ``notebooks/01_gradient_descent.ipynb`` (*How large can the learning rate be?*). Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    grid = np.linspace(-extent, extent, 121)
+    T1, T2 = np.meshgrid(grid, grid)
+    Z = np.array([[loss_2d(np.array([a, b])) for a, b in zip(r1, r2)] for r1, r2 in zip(T1, T2)])
+    ax.contour(T1, T2, Z, levels=levels, cmap="Greys", linewidths=0.7)
+    for label, path in paths.items():
+        path = np.asarray(path)
+        ax.plot(path[:, 0], path[:, 1], "o-", markersize=2.5, linewidth=1, label=label)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_xlabel("θ₁ (parameter, no unit)")
+    ax.set_ylabel("θ₂ (parameter, no unit)")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
 
 
 # ----------------------------------------------------------------------------------------------------------------------

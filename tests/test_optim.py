@@ -454,3 +454,16 @@ def test_check_cell_prints_one_line(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "✔ gd-1 passed"
     assert lines[1].startswith("✘ gd-1: ") and "against" in lines[1]
+
+
+def test_minimize_stops_at_target_and_matches_steps_to_target():
+    w = torch.nn.Parameter(torch.tensor([3.0, -1.0], dtype=torch.float64))
+    full = optim.minimize(lambda: (w**2).sum(), optim.SGD([w], lr=0.1), 50)
+    assert len(full) == 51 and np.all(np.diff(full) < 0)
+    w.data = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    early = optim.minimize(lambda: (w**2).sum(), optim.SGD([w], lr=0.1), 50, target=0.1)
+    assert len(early) - 1 == optim.steps_to_target(full, 0.1)
+    np.testing.assert_allclose(early, full[: len(early)])
+    w.data = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    with pytest.raises(DivergenceError, match="learning rate is too large"):
+        optim.minimize(lambda: (w**2).sum(), optim.SGD([w], lr=1e6), 100)
