@@ -248,7 +248,8 @@ def online_softmax_update(m, l, acc, scores_block, v_block):
     return m_new, l, acc
 
 
-def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, scale=None):
+def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, scale=None,
+                      query_chunk_size=None):
     """Attention computed over blocks of ``chunk_size`` keys with an online softmax (memory O(N·chunk), not O(N²)).
 
     Gives the same result as :func:`scaled_dot_product_attention` up to rounding, but never holds more than
@@ -268,6 +269,10 @@ def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, s
         Boolean or additive mask as in :func:`scaled_dot_product_attention`; it is sliced per block.
     scale : float, optional
         Default ``1/sqrt(d)``.
+    query_chunk_size : int, optional
+        Also walk over the queries in blocks of this size (as FlashAttention does): each block of scores is then
+        ``query_chunk_size × chunk_size`` and can stay in the CPU cache, and causal attention skips the key blocks
+        above the diagonal. Default: all queries at once.
 
     Returns
     -------
@@ -293,39 +298,74 @@ def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, s
         raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer (keys per block), got {chunk_size}.")
-    return _chunked_attention(q, k, v, chunk_size, bool(is_causal), attn_mask, scale)
+    if query_chunk_size is not None:
+        if isinstance(query_chunk_size, bool) or not isinstance(query_chunk_size, int):
+            raise TypeError(f"query_chunk_size must be a positive integer or None, got {query_chunk_size!r}.")
+        if query_chunk_size <= 0:
+            raise ValueError(f"query_chunk_size must be a positive integer or None, got {query_chunk_size}.")
+    return _chunked_attention(q, k, v, chunk_size, bool(is_causal), attn_mask, scale, query_chunk_size)
 
 
-def _chunked_attention(q, k, v, chunk_size, is_causal, attn_mask, scale):
+def _chunked_attention(q, k, v, chunk_size, is_causal, attn_mask, scale, query_chunk_size=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_q, n_k = q.shape[-2], k.shape[-2]
-    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    # Accumulate in at least fp32: a bf16 running sum over thousands of keys loses too many digits.
-    acc_dtype = torch.promote_types(q.dtype, torch.float32)
-    m = torch.full(batch + (n_q, 1), float("-inf"), dtype=acc_dtype, device=q.device)
-    l = torch.zeros(batch + (n_q, 1), dtype=acc_dtype, device=q.device)
-    acc = torch.zeros(batch + (n_q, v.shape[-1]), dtype=acc_dtype, device=q.device)
+    query_chunk_size = n_q if query_chunk_size is None else query_chunk_size
+    # Without autograd the block's scores can be overwritten in place: no extra N×chunk tensor per step.
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, attn_mask))
     q_scaled = q * scale
-    rows = torch.arange(n_q, device=q.device).unsqueeze(-1)
-    if attn_mask is not None:
-        attn_mask = attn_mask.expand(*attn_mask.shape[:-1], n_k) if attn_mask.shape[-1] == 1 else attn_mask
+    outputs = []
+    for q_start in range(0, n_q, query_chunk_size):
+        q_stop = min(q_start + query_chunk_size, n_q)
+        mask_rows = None
+        if attn_mask is not None:
+            mask_rows = attn_mask if attn_mask.dim() < 2 or attn_mask.shape[-2] == 1 else \
+                attn_mask[..., q_start:q_stop, :]
+        outputs.append(_attend_query_block(q_scaled[..., q_start:q_stop, :], k, v, chunk_size, is_causal, mask_rows,
+                                           q_start, needs_grad))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-2)
+    return out.to(q.dtype)
+
+
+def _attend_query_block(q_scaled, k, v, chunk_size, is_causal, attn_mask, row_offset, needs_grad):
+    """Online-softmax attention of one block of (already scaled) queries over all keys, in key blocks."""
+    n_q, n_k = q_scaled.shape[-2], k.shape[-2]
+    batch = torch.broadcast_shapes(q_scaled.shape[:-2], k.shape[:-2], v.shape[:-2])
+    # Accumulate in at least fp32: a bf16 running sum over thousands of keys loses too many digits.
+    acc_dtype = torch.promote_types(q_scaled.dtype, torch.float32)
+    device = q_scaled.device
+    m = torch.full(batch + (n_q, 1), float("-inf"), dtype=acc_dtype, device=device)
+    l = torch.zeros(batch + (n_q, 1), dtype=acc_dtype, device=device)
+    acc = torch.zeros(batch + (n_q, v.shape[-1]), dtype=acc_dtype, device=device)
+    rows = torch.arange(row_offset, row_offset + n_q, device=device).unsqueeze(-1)
+    masked = is_causal or attn_mask is not None
     for start in range(0, n_k, chunk_size):
-        if is_causal and start > n_q - 1:
-            break  # every later key is in the future of every query
+        if is_causal and start > row_offset + n_q - 1:
+            break  # every later key is in the future of every query of this block
         stop = min(start + chunk_size, n_k)
         scores = (q_scaled @ k[..., start:stop, :].transpose(-2, -1)).to(acc_dtype)
-        if is_causal and stop - 1 > 0:
-            cols = torch.arange(start, stop, device=q.device)
+        if is_causal and stop - 1 > row_offset:
+            cols = torch.arange(start, stop, device=device)
             scores = scores.masked_fill(cols > rows, float("-inf"))
         elif attn_mask is not None:
-            block = attn_mask[..., start:stop]
+            block = attn_mask[..., start:stop] if attn_mask.shape[-1] != 1 else attn_mask
             if block.dtype == torch.bool:
                 scores = scores.masked_fill(~block, float("-inf"))
             else:
                 scores = scores + block.to(acc_dtype)
-        m, l, acc = online_softmax_update(m, l, acc, scores, v[..., start:stop, :].to(acc_dtype))
-    out = acc / torch.where(l > 0, l, torch.ones_like(l))
-    return out.to(q.dtype)
+        v_block = v[..., start:stop, :].to(acc_dtype)
+        if needs_grad:
+            m, l, acc = online_softmax_update(m, l, acc, scores, v_block)
+            continue
+        # Same update as online_softmax_update, in place.
+        m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
+        safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new)) if masked else m_new
+        correction = torch.exp(m - safe)
+        p = scores.sub_(safe).exp_()
+        l = l.mul_(correction).add_(p.sum(dim=-1, keepdim=True))
+        acc = acc.mul_(correction).add_(p @ v_block)
+        m = m_new
+    return acc / torch.where(l > 0, l, torch.ones_like(l))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -76,9 +76,9 @@ def test_naive_and_chunked_match_torch_sdpa(shape, mask_name):
     expected = F.scaled_dot_product_attention(q, k, v, **kwargs)
     ours = scaled_dot_product_attention(q, k, v, **kwargs)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
-    for chunk in (1, 3, 64):
-        chunked = chunked_attention(q, k, v, chunk, kwargs.get("is_causal", False),
-                                    attn_mask=kwargs.get("attn_mask"), scale=kwargs.get("scale"))
+    for chunk, query_chunk in ((1, None), (3, None), (64, None), (3, 2), (2, 5)):
+        chunked = chunked_attention(q, k, v, chunk, kwargs.get("is_causal", False), attn_mask=kwargs.get("attn_mask"),
+                                    scale=kwargs.get("scale"), query_chunk_size=query_chunk)
         torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -102,7 +102,7 @@ def test_fully_masked_rows_give_zeros_like_torch():
         assert torch.isfinite(out).all()
         assert (out[..., 2, :] == 0).all() and (w[..., 2, :] == 0).all()
         torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=m), atol=1e-5, rtol=1e-5)
-        chunked = chunked_attention(q, k, v, 2, attn_mask=m)
+        chunked = chunked_attention(q, k, v, 2, attn_mask=m, query_chunk_size=2)
         assert torch.isfinite(chunked).all() and (chunked[..., 2, :] == 0).all()
         torch.testing.assert_close(chunked, out, atol=1e-5, rtol=1e-5)
 
@@ -113,7 +113,8 @@ def test_gradients_match_torch():
     grads = []
     for fn in (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                lambda: scaled_dot_product_attention(q, k, v, is_causal=True),
-               lambda: chunked_attention(q, k, v, 3, is_causal=True)):
+               lambda: chunked_attention(q, k, v, 3, is_causal=True),
+               lambda: chunked_attention(q, k, v, 3, is_causal=True, query_chunk_size=2)):
         out = fn()
         grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
     for ours in grads[1:]:
@@ -239,8 +240,10 @@ def test_peak_memory_sees_the_score_matrix_and_chunking_shrinks_it():
     scores = attention_memory_bytes(1, 2, 512, 512)
     naive = peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cpu")
     chunked = peak_memory_bytes(lambda: chunked_attention(q, k, v, 64), device="cpu")
+    tiled = peak_memory_bytes(lambda: chunked_attention(q, k, v, 64, query_chunk_size=64), device="cpu")
     assert naive >= 2 * scores  # scores and weights coexist
     assert chunked * 4 <= naive
+    assert tiled <= chunked
 
 
 def test_time_attention_and_kernel_report():
@@ -296,6 +299,8 @@ def test_bad_input_raises_clear_errors(kwargs, error, message):
 def test_bad_chunk_size(chunk, error):
     with pytest.raises(error, match="chunk_size must be a positive integer"):
         chunked_attention(Q, K, V, chunk)
+    with pytest.raises(error, match="query_chunk_size must be a positive integer"):
+        chunked_attention(Q, K, V, 2, query_chunk_size=chunk)
 
 
 @pytest.mark.parametrize(
