@@ -249,3 +249,60 @@ def test_imbalance_report_multiclass_scores_and_plot():
     assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
     with pytest.raises(ValueError, match="shape"):
         imbalance_report(y_true, y_true, scores[:, :2])
+
+
+def test_load_abalone_shape_target_and_numeric_columns():
+    """Does the loader give 4,177 numeric rows with 261 old abalones and no `rings` column?"""
+    from sustainlab.datasets import load_abalone
+
+    X, y = load_abalone(return_X_y=True)
+    assert X.shape == (4177, 10) and int(y.sum()) == 261
+    assert "rings" not in X.columns and all(dtype.kind == "f" for dtype in X.dtypes)
+    assert (X[["sex_F", "sex_I", "sex_M"]].sum(axis=1) == 1).all()
+    assert int(load_abalone(min_rings=20)["old"].sum()) == 62
+
+
+def test_load_abalone_notices_a_changed_file(monkeypatch):
+    """Does a different bundled file (checksum mismatch) raise instead of silently changing the lesson?"""
+    from sustainlab import datasets
+
+    monkeypatch.setattr(datasets, "ABALONE_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        datasets.load_abalone()
+    assert datasets.load_abalone(verify=False).shape == (4177, 11)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"min_rings": 1}, "min_rings must be >= 2"),
+    ({"min_rings": 30}, "min_rings must be <= 29"),
+])
+def test_load_abalone_bad_threshold(kwargs, message):
+    """Is an impossible ring threshold rejected with its name in the message?"""
+    from sustainlab.datasets import load_abalone
+
+    with pytest.raises(ValueError, match=message):
+        load_abalone(**kwargs)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.1, 0.3])
+def test_make_imbalanced_share_and_reproducibility(share):
+    """Is the minority share close to the requested one, and the data reproducible?"""
+    from sustainlab.datasets import make_imbalanced
+
+    X, y = make_imbalanced(4000, minority_share=share, random_state=1)
+    X2, _ = make_imbalanced(4000, minority_share=share, random_state=1)
+    np.testing.assert_array_equal(X, X2)
+    assert abs(y.mean() - share) < 0.02
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"minority_share": 0.0}, "minority_share must be > 0"),
+    ({"minority_share": 0.6}, "minority_share must be <= 0.5"),
+    ({"n_features": 3}, "n_features must be >= 6"),
+])
+def test_make_imbalanced_bad_input(kwargs, message):
+    """Are out-of-range parameters rejected with the parameter's name?"""
+    from sustainlab.datasets import make_imbalanced
+
+    with pytest.raises(ValueError, match=message):
+        make_imbalanced(**kwargs)
