@@ -102,6 +102,12 @@ def run_everything_and_assert_clean(nb: bs.NotebookPage, run_cap_s: float) -> No
         for i, c in code_cells for o in c.get("outputs", []) if o.get("output_type") == "error"
     ]
     assert not errors, f"{nb.notebook}: cells show errors: {errors}"
+    # Warnings on stderr are not errors, but the learner sees them (pink): log them so they get noticed.
+    for i, c in code_cells:
+        for o in c.get("outputs", []):
+            text = bs.source_of({"source": o.get("text", "")}).strip()
+            if o.get("name") == "stderr" and text:
+                nb.log(f"{nb.notebook}: cell {i} shows on stderr: {text.splitlines()[0][:200]}")
     not_run = [i for i, c in code_cells if bs.source_of(c).strip() and c.get("execution_count") is None]
     assert not not_run, f"{nb.notebook}: cells {not_run} did not run"
     assert nb.executed_count() == sum(1 for _, c in code_cells if bs.source_of(c).strip())
