@@ -5,8 +5,10 @@ plumbing (installing Chromium, starting and stopping the server, waiting on Jupy
 
 Environment switch ``SUSTAINLAB_BROWSER``:
 
-- ``auto`` (default): install Chromium with apt-get when missing and allowed (root, apt reachable); skip otherwise.
-- ``require``: the same, but fail instead of skipping (use in CI so a broken set-up cannot hide behind a skip).
+- ``auto`` (default on a workstation): install Chromium with apt-get when missing and allowed (root, apt reachable);
+  skip otherwise.
+- ``require`` (default where ``CI=true``, as CI sets it): the same, but fail instead of skipping, so a broken set-up
+  cannot hide behind a skip.
 - ``off``: skip the browser test.
 """
 
@@ -58,7 +60,8 @@ LAB_SETTINGS = {
 
 
 def browser_mode() -> str:
-    mode = os.environ.get(BROWSER_ENV, "auto").strip().lower() or "auto"
+    default = "require" if os.environ.get("CI", "").strip().lower() in ("true", "1") else "auto"
+    mode = os.environ.get(BROWSER_ENV, default).strip().lower() or default
     if mode not in ("auto", "require", "off"):
         raise ValueError(f"{BROWSER_ENV} must be auto, require or off, got {mode!r}")
     return mode
