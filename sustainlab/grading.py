@@ -214,7 +214,8 @@ def _classify_failure(text: str) -> CellResult:
         line = next(line for line in text.splitlines() if "Timeout of" in line)
         return CellResult("timeout", line.split(":", 1)[-1].strip())
     if "Cell execution caused an exception" in text:
-        return CellResult("error", _last_line(text)[:300])
+        # "NotImplementedError: " (no message) reads better without its colon
+        return CellResult("error", _last_line(text).rstrip(":").strip()[:300])
     if "Kernel dead" in text:
         return CellResult("error", "the kernel died (out of memory or killed)")
     return CellResult("error", (_last_line(text) or "nbval reported an error")[:300])
@@ -667,8 +668,12 @@ def grade(
             continue
         student, name = parts[0], "/".join(parts[1:])
         if name not in manifest:
-            message = ("not a notebook of this release (expected one of: " + ", ".join(manifest) + ")"
-                       if name.endswith(".ipynb") else "extra file, not graded")
+            if Path(name).name in manifest:
+                message = f"in a sub-folder: put it directly in the student folder as {student}/{Path(name).name}"
+            elif name.endswith(".ipynb"):
+                message = "not a notebook of this release (expected one of: " + ", ".join(manifest) + ")"
+            else:
+                message = "extra file, not graded"
             rows_by_key[(student, name)] = invalid_rows(student, name, None, message)
             continue
         specs = manifest[name]

@@ -274,7 +274,7 @@ def build_class(tmp: Path, release_dir: Path) -> dict[str, dict[str, object]]:
                        WELCOME.name: nbformat.writes(solved_tiny).encode()},
         STRANGE: {TINY: tiny_with(**{"def square": square, "def cube": cube}), "notes.txt": b"my notes",
                   "99_other.ipynb": student_tiny.read_bytes(),
-                  ".ipynb_checkpoints/90_tiny-checkpoint.ipynb": b"{}"},
+                  ".ipynb_checkpoints/90_tiny-checkpoint.ipynb": b"{}", "unzipped/90_tiny.ipynb": b"{}"},
     }
     # Edited stored outputs and edited check cells: the grader must ignore both.
     edited = _nb(student_tiny)
@@ -405,6 +405,8 @@ def test_class_exception_in_early_cell_gives_error_not_crash(graded_class):
     assert result["tiny-1"][0] == "error" and result["tiny-1h"][0] == "error" and result["tiny-2"] == ("passed", 1)
     message = next(r[6] for r in graded_class["rows"] if r[0] == "early exception" and r[2] == "tiny-1")
     assert "NameError" in message and "RuntimeError" in message
+    assert statuses(graded_class, "untouched")["tiny-1"] == ("error", 0)
+    assert any(r[6] == "NotImplementedError" for r in graded_class["rows"] if r[0] == "untouched")
 
 
 @pytest.mark.slow
@@ -434,7 +436,8 @@ def test_class_strange_student_names_and_extra_files(graded_class):
     """A folder name with spaces, non-ASCII, comma and quotes is a student like any other; extra files are listed."""
     assert statuses(graded_class, STRANGE)["tiny-1h"] == ("passed", 2)
     extra = {r[1]: r for r in graded_class["rows"][1:] if r[0] == STRANGE and r[2] == ""}
-    assert set(extra) == {"notes.txt", "99_other.ipynb"}  # editor checkpoints are not submissions
+    assert set(extra) == {"notes.txt", "99_other.ipynb", "unzipped/90_tiny.ipynb"}  # checkpoints are skipped
+    assert "sub-folder" in extra["unzipped/90_tiny.ipynb"][6]
     assert all(r[5] == "invalid" and r[4] == "0" for r in extra.values())
     assert any(r[0] == "" and r[1] == "stray.ipynb" and r[5] == "invalid" for r in graded_class["rows"])
 
