@@ -284,3 +284,14 @@ def test_load_arrests_notices_a_changed_file(monkeypatch):
     with pytest.raises(RuntimeError, match="SHA-256"):
         datasets.load_arrests()
     assert datasets.load_arrests(verify=False).shape == ARRESTS_SHAPE
+
+
+def test_split_arrests_is_stratified_and_scaled_on_train_only():
+    """The chapter's split keeps the label share, leaves colour out of the features, and scales with train stats."""
+    data = sf.split_arrests(random_state=0)
+    assert "colour" not in " ".join(data.X_train.columns)
+    assert abs(data.y_train.mean() - data.y_test.mean()) < 0.01
+    np.testing.assert_allclose(data.X_train.mean().to_numpy(), 0, atol=1e-9)
+    assert data.groups_test.index.equals(data.X_test.index)
+    with pytest.raises(ValueError, match="test_size"):
+        sf.split_arrests(test_size=1.5)
