@@ -4,7 +4,9 @@ Taught in ``notebooks/01_gradient_descent.ipynb``. Contents, grouped by role:
 
 - hand-written gradients: :func:`least_squares_loss`, :func:`least_squares_grad`, :func:`logistic_loss`,
   :func:`logistic_grad` (NumPy arrays or torch tensors) and :func:`check_gradient` (finite differences);
-- plain gradient descent on a parameter vector: :func:`gradient_descent`, :func:`steps_to_target`;
+- plain gradient descent on a parameter vector: :func:`gradient_descent`, :func:`quadratic_stability_limit`,
+  :func:`plot_descent_paths`;
+- comparing optimizers by the steps they need: :func:`minimize`, :func:`steps_to_target`;
 - optimizers on torch parameters with the ``torch.optim`` API: :class:`SGD` (momentum, Nesterov, weight decay) and
   :class:`Adam` (weight decay, optionally decoupled as in AdamW);
 - the training loop every later chapter reuses: :func:`train` returning a :class:`TrainingHistory`.
@@ -820,8 +822,8 @@ def train(
     >>> _ = torch.manual_seed(0)
     >>> X, y = torch.randn(64, 3), torch.randint(0, 2, (64,))
     >>> model = torch.nn.Linear(3, 2)
-    >>> history = train(model, DataLoader(TensorDataset(X, y), batch_size=16), torch.optim.SGD(model.parameters(), lr=0.1),
-    ...                 epochs=2, device="cpu")
+    >>> loader = DataLoader(TensorDataset(X, y), batch_size=16)
+    >>> history = train(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, device="cpu")
     >>> history.epochs, history.optimizer_steps, history.samples_seen
     (2, 8, 128)
     """
@@ -831,7 +833,8 @@ def train(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if not (callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "zero_grad", None))):
         raise TypeError(
-            f"optimizer must have step() and zero_grad() methods (e.g. torch.optim.SGD), got {type(optimizer).__name__}."
+            f"optimizer must have step() and zero_grad() methods (e.g. torch.optim.SGD), "
+            f"got {type(optimizer).__name__}."
         )
     epochs = check_scalar(epochs, "epochs", min_value=1, integer=True)
     accumulation_steps = check_scalar(accumulation_steps, "accumulation_steps", min_value=1, integer=True)

@@ -118,8 +118,9 @@ def test_bf16_autocast_on_cpu_trains():
     X, y = _classification_data(n=64)
     y = (X[:, 0] > 0).long()
     model = _mlp(classes=2).float()
-    history = train(model, DataLoader(TensorDataset(X, y), batch_size=16), torch.optim.Adam(model.parameters(), lr=0.05),
-                    epochs=5, device="cpu", precision="bf16")
+    loader = DataLoader(TensorDataset(X, y), batch_size=16)
+    history = train(model, loader, torch.optim.Adam(model.parameters(), lr=0.05), epochs=5, device="cpu",
+                    precision="bf16")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert history.loss[-1] < history.loss[0]
 
@@ -169,8 +170,9 @@ def test_train_on_cuda(precision):
     X, y = _classification_data(n=64)
     y = (X[:, 0] > 0).long()
     model = _mlp(classes=2).float()
-    history = train(model, DataLoader(TensorDataset(X, y), batch_size=16), torch.optim.Adam(model.parameters(), lr=0.05),
-                    epochs=5, device="cuda", precision=precision, accumulation_steps=2)
+    loader = DataLoader(TensorDataset(X, y), batch_size=16)
+    history = train(model, loader, torch.optim.Adam(model.parameters(), lr=0.05), epochs=5, device="cuda",
+                    precision=precision, accumulation_steps=2)
     assert next(model.parameters()).device.type == "cuda"
     assert history.loss[-1] < history.loss[0]
 
@@ -245,9 +247,11 @@ def test_check_gradient_catches_wrong_gradients_and_works_on_torch():
         (lambda: optim.check_gradient(lambda x: x.sum(), lambda x: x[:1], np.ones(3)), ValueError, "has shape"),
         (lambda: optim.check_gradient(lambda x: x.sum(), lambda x: x, np.ones(3), eps=0), ValueError, "eps must be >"),
         (lambda: optim.check_gradient(lambda x: np.log(x).sum(), lambda x: 1 / x, -np.ones(2)), ValueError, "NaN"),
-        (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5)), ValueError, r"theta must have shape \(2,\)"),
+        (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5)), ValueError,
+         r"theta must have shape \(2,\)"),
         (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5), fit_intercept=True) + 0, None, None),
-        (lambda: optim.least_squares_grad(np.ones(2), np.ones((5, 2)), np.ones(4)), ValueError, r"y must have shape \(5,\)"),
+        (lambda: optim.least_squares_grad(np.ones(2), np.ones((5, 2)), np.ones(4)), ValueError,
+         r"y must have shape \(5,\)"),
         (lambda: optim.least_squares_grad(np.ones(2), np.ones(5), np.ones(5)), ValueError, "X must be a 2-D array"),
     ],
 )
@@ -392,8 +396,9 @@ def test_float32_trajectories_stay_close_to_torch():
             opt.step()
         return _params(model)
 
-    for ours, ref in [(lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
-                      (lambda p: optim.Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2))]:
+    pairs = [(lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+             (lambda p: optim.Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2))]
+    for ours, ref in pairs:
         assert (run(ours) - run(ref)).abs().max() < 1e-5
 
 
@@ -407,7 +412,8 @@ def test_our_optimizers_work_with_train_and_state_dict():
     assert state["state"][0]["step"] == 6
     fresh = optim.Adam(model.parameters(), lr=0.01)
     fresh.load_state_dict(state)
-    torch.testing.assert_close(fresh.state[next(model.parameters())]["exp_avg"], opt.state[next(model.parameters())]["exp_avg"])
+    first = next(model.parameters())
+    torch.testing.assert_close(fresh.state[first]["exp_avg"], opt.state[first]["exp_avg"])
 
 
 @pytest.mark.parametrize(

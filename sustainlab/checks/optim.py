@@ -62,7 +62,9 @@ def _check_logistic_gradient(logistic_gradient) -> None:
     if got.shape != expected.shape:
         raise CheckFailed(f"the gradient needs one entry per parameter: shape {expected.shape}, got {got.shape}.")
     if np.allclose(got, -expected):
-        raise CheckFailed("the sign is flipped: the gradient must point uphill, towards larger loss (descent subtracts it).")
+        raise CheckFailed(
+            "the sign is flipped: the gradient must point uphill, towards larger loss (descent subtracts it)."
+        )
     if np.allclose(got, expected * X.shape[0]):
         raise CheckFailed("the loss is a mean over samples, so its gradient must be one too.")
     error = check_gradient(lambda t: logistic_loss(t, X, y), lambda t: logistic_gradient(t, X, y), theta)
