@@ -473,3 +473,46 @@ def test_minimize_stops_at_target_and_matches_steps_to_target():
     w.data = torch.tensor([3.0, -1.0], dtype=torch.float64)
     with pytest.raises(DivergenceError, match="learning rate is too large"):
         optim.minimize(lambda: (w**2).sum(), optim.SGD([w], lr=1e6), 100)
+
+
+def _notebook_check_cells():
+    import nbformat
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "01_gradient_descent.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    return [c for c in nb.cells if c.cell_type == "code" and "sustainlab" in c.metadata]
+
+
+def test_notebook_check_cells_match_the_registry_and_hidden_check_is_unregistered():
+    from sustainlab.checks import registry
+
+    meta = [c.metadata["sustainlab"] for c in _notebook_check_cells()]
+    visible = [m["check"] for m in meta if not m.get("hidden")]
+    hidden = [m["check"] for m in meta if m.get("hidden")]
+    assert visible == ["gd-1", "gd-2", "gd-3"] and hidden == ["gd-1-hidden"]
+    assert set(visible) <= set(registry()) and not set(hidden) & set(registry())
+
+
+def _tailored_gd_step(theta, grad, lr):
+    """Answers the visible check's three cases from a table, and nothing else correctly."""
+    table = {(1.0, -2.0): [0.95, -2.4], (3.0,): [3.5], (0.0, 0.0, 0.0): [0.0, 0.0, 0.0]}
+    return np.array(table.get(tuple(np.ravel(theta)), np.zeros(np.shape(theta))))
+
+
+@pytest.mark.parametrize(
+    "gd_step, passes_visible, verdict",
+    [
+        (lambda theta, grad, lr: theta - lr * grad, True, "✔ gd-1-hidden passed"),
+        (_tailored_gd_step, True, "✘ gd-1-hidden: "),
+        (lambda theta, grad, lr: theta - lr * grad.ravel()[0], False, "✘ gd-1-hidden: "),
+    ],
+)
+def test_hidden_check_catches_answers_tailored_to_the_visible_check(gd_step, passes_visible, verdict, capsys):
+    from sustainlab.checks import check
+
+    check("gd-1", gd_step)
+    assert capsys.readouterr().out.startswith("✔") == passes_visible
+    (cell,) = [c for c in _notebook_check_cells() if c.metadata["sustainlab"]["check"] == "gd-1-hidden"]
+    exec(cell.source, {"np": np, "gd_step": gd_step})
+    assert capsys.readouterr().out.strip().startswith(verdict)
