@@ -202,6 +202,21 @@ class Measurement:
         return not parts or any(not v.startswith("sensor") for v in parts if not v.startswith("none"))
 
     @property
+    def sensor_parts(self) -> list[str]:
+        """The parts (``"cpu"``, ``"gpu"``, ``"ram"``) whose figure was read from a sensor."""
+        return [k for k in ("cpu", "gpu", "ram") if self.method.get(k, "").startswith("sensor")]
+
+    def how(self) -> str:
+        """One phrase saying how the energy was obtained: estimated, partly measured, or measured."""
+        sensors = self.sensor_parts
+        if not self.estimated:
+            return "measured by sensors"
+        if not sensors:
+            return "ESTIMATE (no power sensor readable here)"
+        estimated = [k.upper() for k in ("cpu", "gpu", "ram") if self.method.get(k, "").startswith("estimate")]
+        return f"PARTLY MEASURED: {'/'.join(k.upper() for k in sensors)} from a sensor, {'/'.join(estimated)} estimated"
+
+    @property
     def average_power_w(self) -> float:
         """Mean power over the block in watts (energy / duration, PUE included)."""
         if not self.duration_s or not math.isfinite(self.duration_s):
@@ -236,7 +251,7 @@ class Measurement:
             )
             if share > 0 or name != "GPU"
         ]
-        kind = "ESTIMATE (no power sensor readable here)" if self.estimated else "measured by sensors"
+        kind = self.how()
         lines = [
             f"{self.label}: {self.duration_s:.2f} s, {_fmt_energy(self.energy_kwh)} "
             f"(≈ {self.average_power_w:.1f} W on average; {', '.join(parts)})",
@@ -532,11 +547,12 @@ def how_energy_is_measured() -> str:
     """
     with measure("probe") as m:
         pass
-    verdict = (
-        "Energy figures on this machine are ESTIMATES from power models (no sensor readable)."
-        if m.estimated
-        else "Energy figures on this machine come from hardware sensors."
-    )
+    if not m.estimated:
+        verdict = "Energy figures on this machine come from hardware sensors."
+    elif m.sensor_parts:
+        verdict = f"Energy figures on this machine are {m.how()}."
+    else:
+        verdict = "Energy figures on this machine are ESTIMATES from power models (no sensor readable)."
     details = [f"  {part.upper()}: {m.method[part]}" for part in ("cpu", "gpu", "ram")]
     return "\n".join([verdict, *details])
 

@@ -110,8 +110,14 @@ def test_describe_hardware_tells_sensor_from_model(hardware, expected):
 def test_sensor_only_measurement_is_not_estimated():
     m = Measurement("x", "FRA", 1.0, method={"cpu": "sensor: RAPL", "gpu": "none: no GPU", "ram": "sensor: RAPL"})
     assert not m.estimated
+    assert m.how() == "measured by sensors"
     m.method["ram"] = "estimate: constant"
-    assert m.estimated
+    assert m.estimated and m.sensor_parts == ["cpu"]
+    assert m.how() == "PARTLY MEASURED: CPU from a sensor, RAM estimated"
+    gpu_box = Measurement("x", "FRA", 1.0, method={"cpu": "estimate: load", "gpu": "sensor: NVML", "ram": "estimate: c"})
+    assert gpu_box.how() == "PARTLY MEASURED: GPU from a sensor, CPU/RAM estimated"
+    no_sensor = Measurement("x", "FRA", 1.0, method={"cpu": "estimate: load", "gpu": "none: -", "ram": "estimate: c"})
+    assert no_sensor.how().startswith("ESTIMATE") and no_sensor.sensor_parts == []
 
 
 def test_block_that_raises_stops_tracker_and_reraises():
