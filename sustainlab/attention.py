@@ -21,7 +21,10 @@ NaNs a plain softmax over ``-inf`` gives), and it is tested.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from typing import Callable
 
 import torch
@@ -671,8 +674,9 @@ def peak_memory_bytes(fn: Callable[[], object], device=None) -> int:
         return int(peak)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
+    with _native_stderr_silenced():  # the profiler's C++ side logs start/stop lines straight to file descriptor 2
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            result = fn()
     del result
     changes = []
     for event in prof.events():
@@ -687,6 +691,24 @@ def peak_memory_bytes(fn: Callable[[], object], device=None) -> int:
         current += delta
         peak = max(peak, current)
     return int(peak)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (unusual embedding): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def sdpa_kernel_used(q, k, v, is_causal=False) -> str:

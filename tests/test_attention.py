@@ -215,12 +215,12 @@ def test_tiny_transformer_learns_to_reverse():
     from sustainlab.optim import train
 
     torch.manual_seed(0)
-    tokens, targets = reversal_data(2048, 8, 10, seed=0)
+    tokens, targets = reversal_data(1536, 8, 10, seed=0)
     test_tokens, test_targets = reversal_data(512, 8, 10, seed=1)
     model = TinyTransformer(10, 8, d_model=32, num_heads=1, num_layers=1, d_ff=64)
     batches = list(zip(tokens.split(64), targets.split(64)))
     train(model, batches, torch.optim.Adam(model.parameters(), lr=1e-2), epochs=4, loss_fn=sequence_loss,
-          stop_when=lambda history: history.loss[-1] < 0.02)
+          stop_when=lambda history: history.loss[-1] < 0.05)
     token_acc, _ = sequence_accuracy(model, test_tokens, test_targets)
     assert token_acc > 0.95
     attn = model.attention_maps(test_tokens)[0].mean((0, 1))
