@@ -158,7 +158,7 @@ EXERCISES: tuple[Exercise, ...] = (
             lambda: (lambda q, k: q @ k.transpose(-2, -1)),  # no scaling
             lambda: (lambda q, k: q @ k.transpose(-2, -1) / q.shape[-1]),  # divides by d, not sqrt(d)
             lambda: (lambda q, k: k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])),  # keys × queries
-            lambda: (lambda q, k: q @ k.T / math.sqrt(q.shape[-1])),  # .T breaks batched input
+            lambda: (lambda q, k: q @ k.transpose(0, -1) / math.sqrt(q.shape[-1])),  # right for 2-D input only
         ),
     ),
     Exercise(
