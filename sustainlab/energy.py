@@ -1044,10 +1044,12 @@ def plot_energy_vs_accuracy(runs: Sequence[LeverRun], ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        ax.scatter(r.measurement.energy_j, r.eval_accuracy)
-        ax.annotate(r.label, (r.measurement.energy_j, r.eval_accuracy), fontsize=8, xytext=(4, 3),
-                    textcoords="offset points")
+    # Runs that stop at the same target accuracy pile up on one line: a legend stays readable where labels would not.
+    markers = "osD^v<>Pp*Xh"
+    for i, r in enumerate(runs):
+        ax.scatter(r.measurement.energy_j, r.eval_accuracy, marker=markers[i % len(markers)], s=50, label=r.label,
+                   alpha=0.85)
+    ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("energy of the training run (J, estimated)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Levers: energy vs accuracy")
