@@ -376,6 +376,9 @@ def run_nbval(
     The repository's pytest configuration is ignored (``-c`` points to an empty ini in the scratch folder). The
     process tree is killed when it runs longer than ``timeout_s``.
     """
+    # The command loads nbval explicitly (-p), so autoloading must be off whoever calls this, or nbval registers twice.
+    env = dict(env) if env is not None else _grading_environment(threads=1)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     scratch = Path(tempfile.mkdtemp(prefix="sustainlab-grade-"))
     try:
         (scratch / "pytest.ini").write_text("[pytest]\n")
