@@ -467,7 +467,28 @@ def plot_descent_paths(loss_2d: Callable, paths: dict, ax=None, *, extent: float
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class SGD(torch.optim.Optimizer):
+class _HandWrittenOptimizer(torch.optim.Optimizer):
+    """The ``torch.optim`` plumbing shared by :class:`SGD` and :class:`Adam`: closure, parameter groups, parameters
+    without a gradient. Subclasses write only the update rule for one parameter, ``_update(p, g, group, state)``."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        """Update every parameter that has a gradient; returns ``closure()``'s loss if a closure is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, p.grad, group, self.state[p])
+        return loss
+
+    def _update(self, p, g, group, state):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(_HandWrittenOptimizer):
     """Stochastic gradient descent with momentum, Nesterov momentum and weight decay, written out by hand.
 
     Same update and same API as ``torch.optim.SGD`` (``step()``, ``zero_grad()``, parameter groups, ``state_dict``;
@@ -520,35 +541,22 @@ class SGD(torch.optim.Optimizer):
                         nesterov=bool(nesterov))
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns ``closure()``'s loss if a closure is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if weight_decay != 0:
-                    g = g.add(p, alpha=weight_decay)
-                if momentum != 0:
-                    state = self.state[p]
-                    velocity = state.get("momentum_buffer")
-                    if velocity is None:
-                        # Starting from v = g (not 0) avoids a slow first step, as torch does.
-                        velocity = state["momentum_buffer"] = g.clone()
-                    else:
-                        velocity.mul_(momentum).add_(g, alpha=1 - group["dampening"])
-                    g = g.add(velocity, alpha=momentum) if group["nesterov"] else velocity
-                p.add_(g, alpha=-lr)
-        return loss
+    def _update(self, p, g, group, state):
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        if momentum != 0:
+            velocity = state.get("momentum_buffer")
+            if velocity is None:
+                # Starting from v = g (not 0) avoids a slow first step, as torch does.
+                velocity = state["momentum_buffer"] = g.clone()
+            else:
+                velocity.mul_(momentum).add_(g, alpha=1 - group["dampening"])
+            g = g.add(velocity, alpha=momentum) if group["nesterov"] else velocity
+        p.add_(g, alpha=-lr)
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(_HandWrittenOptimizer):
     """Adam (Kingma & Ba, 2015) written out by hand; ``decoupled_weight_decay=True`` gives AdamW.
 
     Same update and same API as ``torch.optim.Adam`` / ``torch.optim.AdamW`` (the tests check the trajectories agree
@@ -600,37 +608,24 @@ class Adam(torch.optim.Optimizer):
                         decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns ``closure()``'s loss if a closure is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.mul_(1 - lr * weight_decay)
-                    else:
-                        g = g.add(p, alpha=weight_decay)
-                m.lerp_(g, 1 - beta1)  # m + (1 − β₁)(g − m) = β₁ m + (1 − β₁) g
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                step_size = lr / (1 - beta1**t)
-                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
-                p.addcdiv_(m, denom, value=-step_size)
-        return loss
+    def _update(self, p, g, group, state):
+        lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                p.mul_(1 - lr * weight_decay)
+            else:
+                g = g.add(p, alpha=weight_decay)
+        m.lerp_(g, 1 - beta1)  # m + (1 − β₁)(g − m) = β₁ m + (1 − β₁) g
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step_size = lr / (1 - beta1**t)
+        denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+        p.addcdiv_(m, denom, value=-step_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
