@@ -26,7 +26,6 @@ Targets on the course's 2-core CPU, fp32, N = 4096: chunked peak memory ≥ 4× 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -47,6 +46,7 @@ from sustainlab.attention import (  # noqa: E402
     time_attention,
 )
 from sustainlab.utils import pick_device, seed_everything  # noqa: E402
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
 #: Dense (no sparsity) peak TFLOP/s by device-name fragment and dtype, from the vendors' data sheets.
 GPU_PEAK_TFLOPS = {
@@ -196,7 +196,7 @@ def main(argv=None):
                              "the cache pay off, and 0 on a GPU, where every extra block is another kernel launch)")
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", default=str(ROOT / "build" / "benchmarks"))
+    parser.add_argument("--out", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -219,10 +219,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (f"bench_attention_{device.type}" + (f"_{args.threads}threads" if args.threads else ""))
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
     plot(rows, stem.with_suffix(".png"))
     print(f"\nwrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
 

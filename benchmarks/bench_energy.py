@@ -29,7 +29,6 @@ Target: ``measure`` wall-time overhead ≤ 5 % of a ≥ 10 s run.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 from sustainlab.energy import _codecarbon, measure  # noqa: E402
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
 
 def workload(iterations: int) -> float:
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="target length of the workload (default 10)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plot", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmarks")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -162,11 +162,7 @@ def main(argv=None) -> int:
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "bench_energy.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(rows, args.out / "bench_energy.csv")
 
     print(f"\n{'variant':<12}{'wall s':>9}{'CPU s':>9}{'wall overhead':>15}{'CPU overhead':>14}")
     for r in rows:

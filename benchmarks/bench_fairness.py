@@ -13,7 +13,6 @@ machine). Every pair of results is also checked to agree within 1e-12, so a fast
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import fairlearn.metrics as fm  # noqa: E402
 
 from sustainlab import fairness as sf  # noqa: E402
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
 FUNCTIONS = ("demographic_parity_difference", "equalized_odds_difference", "equal_opportunity_difference")
 
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--groups", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmarks" / "bench_fairness.csv")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_fairness.csv")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -64,11 +64,7 @@ def main(argv=None) -> None:
                 rows.append({"function": name, "n": n, "groups": n_groups, "sustainlab_s": ours_s,
                              "fairlearn_s": theirs_s, "speedup": theirs_s / ours_s})
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, args.out)
     print(f"{'function':<32}{'n':>9}{'groups':>7}{'sustainlab ms':>15}{'fairlearn ms':>14}{'fairlearn/ours':>16}")
     for r in rows:
         print(f"{r['function']:<32}{r['n']:>9}{r['groups']:>7}{r['sustainlab_s'] * 1e3:>15.2f}"

@@ -10,7 +10,6 @@ submissions in <= 120 s on 2 cores.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import resource
 import shutil
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from sustainlab.grading import grade, release
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 WELCOME = ROOT / "notebooks" / "00_welcome.ipynb"
@@ -66,12 +66,7 @@ def main() -> None:
         "within_target": total <= 4.0 * args.students,
         "idle_estimate_within_target": cpu / args.jobs <= 4.0 * args.students,
     }
-    out = ROOT / "build" / "benchmarks" / "bench_grading.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(table))
-        writer.writeheader()
-        writer.writerow(table)
+    out = write_csv([table], RESULTS_DIR / "bench_grading.csv")
     for key, value in table.items():
         print(f"{key:<18} {value}")
     print(f"(ratio total/target: {total / table['target_s']:.2f}; idle estimate/target: "

@@ -12,7 +12,6 @@ ratios. The goal set in issue #7 is a time ratio of at most 2.
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import time
 import tracemalloc
@@ -23,8 +22,8 @@ from imblearn.over_sampling import SMOTE as ImblearnSMOTE
 from sklearn.datasets import make_classification
 
 from sustainlab.imbalance import SMOTE
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
-OUT = Path("build/benchmarks")
 
 
 def _run(sampler, X, y):
@@ -76,12 +75,7 @@ def main(argv=None):
     rows = []
     for weights in ([0.9], [0.8, 0.15]):
         rows += bench(args.n_samples, args.n_features, weights, args.repeats)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "bench_imbalance.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(rows, RESULTS_DIR / "bench_imbalance.csv")
 
     print(f"{'classes':>7} {'impl':<11} {'n_out':>8} {'best s':>8} {'median s':>9} {'peak MiB':>9}")
     for row in rows:

@@ -11,7 +11,6 @@ both loop over parameters).
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from sustainlab import optim
 from sustainlab.utils import pick_device, seed_everything, synchronize
+from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)
 
 SETTINGS = {
     "SGD": (lambda p: optim.SGD(p, lr=0.01), lambda p: torch.optim.SGD(p, lr=0.01)),
@@ -71,17 +71,12 @@ def main(argv=None) -> None:
         t_ref = time_optimizer_step(reference, args.steps, args.hidden, device)
         rows.append({"optimizer": name, "device": device.type, "hidden": args.hidden, "ours_us": 1e6 * t_ours,
                      "torch_us": 1e6 * t_ref, "ratio_ours_vs_torch": t_ours / t_ref})
-    out = Path("build/benchmarks")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "optim.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(rows, RESULTS_DIR / "bench_optim.csv")
     print(f"median time of one optimizer.step() on {device.type}, MLP 64-{args.hidden}-{args.hidden}-10")
     print(f"{'optimizer':<24}{'ours (µs)':>11}{'torch (µs)':>12}{'ours/torch':>12}")
     for r in rows:
         print(f"{r['optimizer']:<24}{r['ours_us']:>11.1f}{r['torch_us']:>12.1f}{r['ratio_ours_vs_torch']:>12.2f}")
-    print(f"written: {out / 'optim.csv'}")
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":
