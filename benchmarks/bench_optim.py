@@ -1,6 +1,6 @@
 """Benchmark: cost per step of sustainlab's from-scratch SGD/Adam against torch.optim, on a small MLP.
 
-Not a test: prints a table and writes ``build/benchmarks/optim.csv``. Every optimizer step is timed on the same model,
+Not a test: prints a table and writes ``build/benchmarks/bench_optim.csv``. Every optimizer step is timed on the same model,
 data and device; the ratio column is ours / torch.optim measured in the same run (torch.optim's default
 ``foreach`` implementation on CUDA batches all parameters into one kernel launch, so expect a gap there; on the CPU
 both loop over parameters).
