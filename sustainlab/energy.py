@@ -51,9 +51,6 @@ __all__ = [
     "plot_runs",
     "distillation_loss",
     "pack_distillation_targets",
-    "load_digits_tensors",
-    "make_mlp",
-    "make_loader",
     "training_flops",
     "LeverRun",
     "run_training",
@@ -905,52 +902,19 @@ def pack_distillation_targets(y, teacher_logits):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def load_digits_tensors(*, test_size: float = 0.25, seed: int = 0):
-    """scikit-learn's bundled 8×8 digits (1,797 images, offline) as standardised float tensors.
-
-    Returns ``(X_train, y_train, X_test, y_test)``; the scaling is fitted on the training split only.
-    """
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    X, y = load_digits(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
-    scaler = StandardScaler().fit(X_tr)
-    as_x = lambda a: torch.tensor(scaler.transform(a), dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
-    return as_x(X_tr), as_y(y_tr), as_x(X_te), as_y(y_te)
-
-
-def make_mlp(hidden: Sequence[int] = (128,), *, n_in: int = 64, n_out: int = 10, seed: int = 0):
-    """A ReLU multilayer perceptron, initialised from ``seed`` (so two calls give the same weights)."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    sizes = [n_in, *hidden, n_out]
-    layers: list = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
-
-
-def make_loader(X, y, batch_size: int, *, shuffle: bool = True, seed: int = 0):
-    """A DataLoader over tensors whose shuffling is seeded (same batches on every run)."""
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
-
-
 def training_flops(model, samples: int) -> float:
     """Approximate training FLOPs of a dense network: 6 × parameters × samples (2 forward + 4 backward per weight).
 
     The same rule Kaplan et al. (2020) and Brown et al. (2020) use for GPT-3's 3.14e23 FLOPs.
     """
-    n_params = sum(p.numel() for p in model.parameters())
+    return _dense_training_flops(_n_params(model), samples)
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _dense_training_flops(n_params: int, samples: int) -> float:
     return 6.0 * n_params * samples
 
 
@@ -970,7 +934,7 @@ class LeverRun:
 
     @property
     def flops(self) -> float:
-        return 6.0 * self.n_params * self.history.samples_seen
+        return _dense_training_flops(self.n_params, self.history.samples_seen)
 
 
 def run_training(
@@ -1007,7 +971,7 @@ def run_training(
             model, train_data, optimizer, epochs, loss_fn=loss_fn, device=device, accumulation_steps=accumulation_steps,
             precision=precision, eval_data=eval_data, stop_when=stop_when, desc=label,
         )
-    return LeverRun(label, m, history, sum(p.numel() for p in model.parameters()), model)
+    return LeverRun(label, m, history, _n_params(model), model)
 
 
 def lever_table(runs: Sequence[LeverRun], *, reference: str | None = None):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -631,6 +631,29 @@ class Adam(_HandWrittenOptimizer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Training loop
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_mlp(hidden: Sequence[int] = (128,), *, n_in: int = 64, n_out: int = 10, seed: int = 0):
+    """A ReLU multilayer perceptron, initialised from ``seed`` (so two calls give the same weights).
+
+    The model :func:`train` is shown with in ``notebooks/01_gradient_descent.ipynb``; chapter 5 reuses it.
+    """
+    from torch import nn
+
+    torch.manual_seed(seed)
+    sizes = [n_in, *hidden, n_out]
+    layers: list = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def make_loader(X, y, batch_size: int, *, shuffle: bool = True, seed: int = 0):
+    """A DataLoader over tensors whose shuffling is seeded (same batches on every run)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 @dataclass

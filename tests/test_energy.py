@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from sustainlab import energy
+from sustainlab.datasets import load_digits_tensors
+from sustainlab.optim import make_loader, make_mlp
 from sustainlab.energy import (
     PUBLISHED_ESTIMATES,
     Measurement,
@@ -376,13 +378,13 @@ def test_lever_experiment_helpers_are_deterministic_and_distillation_trains():
     import functools
 
     torch.set_num_threads(1)
-    X_tr, y_tr, X_te, y_te = energy.load_digits_tensors()
+    X_tr, y_tr, X_te, y_te = load_digits_tensors()
     assert X_tr.shape == (1347, 64) and X_te.shape == (450, 64)
     assert abs(float(X_tr.mean())) < 1e-5
-    test = energy.make_loader(X_te, y_te, 512, shuffle=False)
+    test = make_loader(X_te, y_te, 512, shuffle=False)
 
     def run(label, **kw):
-        return energy.run_training(label, energy.make_mlp((32,)), energy.make_loader(X_tr, y_tr, 64), test,
+        return energy.run_training(label, make_mlp((32,)), make_loader(X_tr, y_tr, 64), test,
                                    device="cpu", epochs=3, lr=3e-3, **kw)
 
     a, b = run("a"), run("b")
@@ -391,8 +393,8 @@ def test_lever_experiment_helpers_are_deterministic_and_distillation_trains():
     assert a.flops == energy.training_flops(a.model, a.history.samples_seen)
     teacher_logits = a.model(X_tr).detach()
     d = energy.run_training(
-        "distilled", energy.make_mlp((32,)),
-        energy.make_loader(X_tr, energy.pack_distillation_targets(y_tr, teacher_logits), 64), test, device="cpu",
+        "distilled", make_mlp((32,)),
+        make_loader(X_tr, energy.pack_distillation_targets(y_tr, teacher_logits), 64), test, device="cpu",
         epochs=3, lr=3e-3, loss_fn=functools.partial(distillation_loss, temperature=2.0, alpha=0.5),
     )
     assert d.history.samples_seen == a.history.samples_seen
