@@ -733,6 +733,25 @@ def _n_correct(outputs, targets):
     return int((outputs.argmax(dim=1) == targets).sum())
 
 
+class _RunningMetrics:
+    """Sample-weighted mean loss and accuracy over the batches of one pass (accuracy ``None`` when it doesn't apply)."""
+
+    def __init__(self):
+        self.loss_sum, self.n, self.correct, self.accuracy_applies = 0.0, 0, 0, True
+
+    def add(self, loss_value: float, n: int, outputs, targets) -> None:
+        self.loss_sum += loss_value * n
+        self.n += n
+        correct = _n_correct(outputs, targets)
+        if correct is None:
+            self.accuracy_applies = False
+        else:
+            self.correct += correct
+
+    def means(self) -> tuple[float, float | None]:
+        return self.loss_sum / self.n, (self.correct / self.n if self.accuracy_applies else None)
+
+
 def _autocast(device, precision: str):
     import contextlib
 
@@ -749,7 +768,7 @@ def _evaluate(model, data, loss_fn, device, precision):
 
     was_training = model.training
     model.eval()
-    total_loss, total_n, total_correct, accuracy_applies = 0.0, 0, 0, True
+    metrics = _RunningMetrics()
     try:
         with torch.no_grad():
             for inputs, targets in data:
@@ -757,19 +776,12 @@ def _evaluate(model, data, loss_fn, device, precision):
                 with _autocast(device, precision):
                     outputs = model(inputs)
                     loss = loss_fn(outputs, targets)
-                n = _n_samples(targets)
-                total_loss += float(loss.detach()) * n
-                total_n += n
-                correct = _n_correct(outputs, targets)
-                if correct is None:
-                    accuracy_applies = False
-                else:
-                    total_correct += correct
+                metrics.add(float(loss.detach()), _n_samples(targets), outputs, targets)
     finally:
         model.train(was_training)
-    if total_n == 0:
+    if metrics.n == 0:
         raise ValueError("eval_data yielded no batches.")
-    return total_loss / total_n, (total_correct / total_n if accuracy_applies else None)
+    return metrics.means()
 
 
 def train(
@@ -882,7 +894,7 @@ def train(
     start = time.perf_counter()
     try:
         for epoch in range(epochs):
-            epoch_loss, epoch_n, epoch_correct, accuracy_applies = 0.0, 0, 0, True
+            metrics = _RunningMetrics()
             optimizer.zero_grad()
             # Samples in the current accumulation group and the reference size its losses were scaled by.
             group_n, group_ref, group_batches = 0, None, 0
@@ -913,13 +925,7 @@ def train(
                 group_n += n
                 group_batches += 1
 
-                epoch_loss += loss_value * n
-                epoch_n += n
-                correct = _n_correct(outputs, targets)
-                if correct is None:
-                    accuracy_applies = False
-                else:
-                    epoch_correct += correct
+                metrics.add(loss_value, n, outputs, targets)
                 history.samples_seen += n
                 bar.update(1)
 
@@ -931,13 +937,14 @@ def train(
             if group_batches:
                 _optimizer_step(optimizer, scaler, params, group_n / group_ref)
                 history.optimizer_steps += 1
-            if epoch_n == 0:
+            if metrics.n == 0:
                 raise ValueError(
                     f"data yielded no batches in epoch {epoch + 1}; pass a re-iterable such as a DataLoader or a "
                     f"list, not a generator."
                 )
-            history.loss.append(epoch_loss / epoch_n)
-            history.accuracy.append(epoch_correct / epoch_n if accuracy_applies else None)
+            epoch_loss, epoch_accuracy = metrics.means()
+            history.loss.append(epoch_loss)
+            history.accuracy.append(epoch_accuracy)
             if eval_data is not None:
                 eval_loss, eval_accuracy = _evaluate(model, eval_data, loss_fn, device, precision)
             else:
