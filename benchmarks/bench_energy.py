@@ -65,42 +65,34 @@ def calibrate(seconds: float) -> int:
         n *= 2
 
 
+def under_codecarbon(work) -> None:
+    """Run ``work()`` under codecarbon's own offline tracker, configured as quietly as ``measure`` configures it."""
+    codecarbon = _codecarbon()
+    tracker = codecarbon.OfflineEmissionsTracker(
+        country_iso_code="FRA", output_methods=[], log_level="error", allow_multiple_runs=True
+    )
+    tracker.start()
+    try:
+        work()
+    finally:
+        tracker.stop()
+
+
+def under_measure(work) -> None:
+    with measure("bench"):
+        work()
+
+
 def run_bare(n: int) -> None:
     workload(n)
 
 
 def run_codecarbon(n: int) -> None:
-    codecarbon = _codecarbon()
-    tracker = codecarbon.OfflineEmissionsTracker(
-        country_iso_code="FRA", output_methods=[], log_level="error", allow_multiple_runs=True
-    )
-    tracker.start()
-    try:
-        workload(n)
-    finally:
-        tracker.stop()
+    under_codecarbon(lambda: workload(n))
 
 
 def run_measure(n: int) -> None:
-    with measure("bench"):
-        workload(n)
-
-
-def run_codecarbon_idle(seconds: float) -> None:
-    codecarbon = _codecarbon()
-    tracker = codecarbon.OfflineEmissionsTracker(
-        country_iso_code="FRA", output_methods=[], log_level="error", allow_multiple_runs=True
-    )
-    tracker.start()
-    try:
-        time.sleep(seconds)
-    finally:
-        tracker.stop()
-
-
-def run_measure_idle(seconds: float) -> None:
-    with measure("idle"):
-        time.sleep(seconds)
+    under_measure(lambda: workload(n))
 
 
 VARIANTS = {"bare": run_bare, "codecarbon": run_codecarbon, "measure": run_measure}
@@ -125,9 +117,9 @@ def main(argv=None) -> int:
     print(f"fixed cost of measure() on an empty block (start + final sample + stop): {fixed_s * 1000:.1f} ms median")
     # The tracker's own cost, free of workload noise: CPU time its threads use while the measured block only sleeps.
     idle = {}
-    for name, runner in (("codecarbon", run_codecarbon_idle), ("measure", run_measure_idle)):
+    for name, runner in (("codecarbon", under_codecarbon), ("measure", under_measure)):
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        runner(args.seconds)
+        runner(lambda: time.sleep(args.seconds))
         idle[name] = (time.process_time() - cpu0, time.perf_counter() - wall0 - args.seconds)
         print(f"{name}: its threads used {idle[name][0]:.3f} CPU s during an idle {args.seconds:g} s block "
               f"({idle[name][0] / args.seconds:.2%} of one core); start + stop added {idle[name][1] * 1000:.0f} ms")
