@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nbformat
 
+from .utils import progress as progress_bar
 from .validation import check_scalar
 from .notebook import CheckSpec, check_id, check_specs, foreign_check_ids, restore_checks, student_version
 
@@ -704,7 +705,8 @@ def grade(
     already_running = _descendants()
     run_seconds = []
     junits = {}
-    bar = _progress_bar(len(tasks), progress)
+    # Explicit `disable`: the grading environment above switches the course's progress bars off for the kernels.
+    bar = progress_bar(None, desc="grading", total=len(tasks), unit="nb", file=sys.stderr, disable=not progress)
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {
@@ -762,19 +764,3 @@ def _csv_bytes(header, rows) -> bytes:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue().encode("utf-8")
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="grading", unit="nb", file=sys.stderr, leave=False)
