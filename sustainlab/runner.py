@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import PROGRESS_ENV
+from .utils import PROGRESS_ENV, progress
 
 DEFAULT_BUDGET_S = 90.0
 DEFAULT_BUDGET_MB = 2048.0
@@ -202,10 +202,9 @@ def run_all(
     budget_mb: float = DEFAULT_BUDGET_MB,
 ) -> list[NotebookRun]:
     """Execute each notebook in ``paths`` in order, with a progress bar; returns one :class:`NotebookRun` each."""
-    from tqdm import tqdm
-
     runs = []
-    with tqdm(paths, desc="notebooks", unit="nb", leave=False) as bar:
+    # Explicit `disable=False`: execute_notebook switches the course's progress bars off for the kernels it starts.
+    with progress(paths, desc="notebooks", unit="nb", disable=False) as bar:
         for path in bar:
             bar.set_postfix_str(Path(path).name)
             runs.append(execute_notebook(path, save=save, budget_s=budget_s, budget_mb=budget_mb))
