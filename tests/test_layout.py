@@ -9,6 +9,7 @@ import pytest
 
 from sustainlab.chapters import CHAPTERS
 from sustainlab.checks import passed_line, registry
+from sustainlab.notebook import check_metadata, is_check, is_hidden_check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ def _notebook(chapter):
 
 
 def _check_cells(notebook):
-    return [c for c in notebook.cells if c.cell_type == "code" and "check" in c.metadata.get("sustainlab", {})]
+    return [cell for cell in notebook.cells if is_check(cell)]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
@@ -59,9 +60,9 @@ def test_check_cells_store_their_pass_line(chapter):
         assert len(check_cells) >= 2, f"{chapter.notebook} needs graded exercises with check cells"
     known = registry()
     for cell in check_cells:
-        meta = cell.metadata["sustainlab"]
+        meta = check_metadata(cell)
         assert isinstance(meta.get("points"), int) and meta["points"] > 0
-        if not meta.get("hidden"):
+        if not is_hidden_check(cell):
             assert meta["check"] in known, f"check id {meta['check']!r} is not registered in sustainlab.checks"
             assert f'check("{meta["check"]}"' in cell.source
         texts = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
