@@ -331,13 +331,6 @@ def read_submission(data: bytes, notebook: str, manifest: dict[str, list[CheckSp
 
 # ---------------------------------------------------------------------------------------------- executing nbval
 
-_CONFTEST = '''\
-def pytest_collectstart(collector):
-    # Warnings on stderr vary with library versions; a check is judged on what it prints to stdout.
-    if hasattr(collector, "skip_compare"):
-        collector.skip_compare = tuple(collector.skip_compare) + ("stderr",)
-'''
-
 # Sets the address-space limit, then becomes pytest; the kernel that nbval starts inherits the limit, so a huge
 # allocation fails with MemoryError instead of exhausting the machine. (A preexec_fn is unsafe with threads.)
 _LAUNCHER = (
@@ -383,13 +376,12 @@ def run_nbval(
     scratch = Path(tempfile.mkdtemp(prefix="sustainlab-grade-"))
     try:
         (scratch / "pytest.ini").write_text("[pytest]\n")
-        (scratch / "conftest.py").write_text(_CONFTEST)
         (scratch / name).write_text(notebook_text, encoding="utf-8")
         junit = scratch / "junit.xml"
         command = [
             sys.executable, "-c", _LAUNCHER, str(int(memory_mb) * 2**20),
             "-c", str(scratch / "pytest.ini"), "--rootdir", str(scratch), "-p", "no:cacheprovider",
-            "-p", "nbval.plugin", "--nbval-lax", "--nbval-current-env",
+            "-p", "nbval.plugin", "-p", "sustainlab.nbval_hooks", "--nbval-lax", "--nbval-current-env",
             "--nbval-cell-timeout", str(max(1, int(min(cell_timeout_s, timeout_s)))),
             "--junitxml", str(junit), "--color=no", "-q", name,
         ]

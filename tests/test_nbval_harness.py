@@ -22,13 +22,13 @@ def _cell(source, stored_text, tags=()):
     return cell
 
 
-def _run_nbval(tmp_path, cells):
+def _run_nbval(tmp_path, cells, *plugins):
     path = tmp_path / "probe.ipynb"
     nbformat.write(new_notebook(cells=cells), path)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # keep the repo's own addopts out of this inner run
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(tmp_path / "pytest.ini"), "-p", "no:cacheprovider", "--nbval",
-         "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}", str(path)],
+         "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}", *plugins, str(path)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     return result
@@ -53,3 +53,12 @@ def test_ignore_tag_and_sanitize_file(tmp_path):
     ]
     result = _run_nbval(tmp_path, cells)
     assert result.returncode == 0, result.stdout
+
+
+def test_stderr_is_not_compared_through_the_shared_hook(tmp_path):
+    """Warnings differ between library versions: the course's hook (conftest.py, the grader) leaves stderr out."""
+    cell = new_code_cell("import sys; print('ok'); print('a new warning', file=sys.stderr)", execution_count=1)
+    cell.outputs = [new_output("stream", name="stdout", text="ok\n"),
+                    new_output("stream", name="stderr", text="an old warning\n")]
+    assert _run_nbval(tmp_path, [cell]).returncode == 1, "without the hook nbval compares stderr"
+    assert _run_nbval(tmp_path, [cell], "-p", "sustainlab.nbval_hooks").returncode == 0
