@@ -3,6 +3,7 @@
 Each chapter's ideas live in one module, imported explicitly so that ``import sustainlab`` stays fast:
 
 - ``sustainlab.utils``       seeding, device choice, timing, progress bars (every chapter)
+- ``sustainlab.evidence``    interleaved repeats, spread and verdicts for noisy costs; ``say`` for prose numbers
 - ``sustainlab.checks``      the exercise checks used by the notebooks' check cells
 - ``sustainlab.optim``       chapter 1, gradient descent and optimizers
 - ``sustainlab.attention``   chapter 2, attention and a tiny Transformer
