@@ -29,4 +29,6 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(3, "smote", "Class imbalance and SMOTE, without leakage", "imbalance"),
     Chapter(4, "fairness", "Measuring and mitigating group unfairness", "fairness"),
     Chapter(5, "energy", "Measuring the energy and carbon of training", "energy"),
+    Chapter(6, "privacy", "Privacy, measured: encryption, anonymisation, differential privacy, federated learning",
+            "privacy"),
 )

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: The chapter files that declare exercises, in course order.
-CHAPTER_CHECK_MODULES = ("welcome", "optim", "attention", "imbalance", "fairness", "energy")
+CHAPTER_CHECK_MODULES = ("welcome", "optim", "attention", "imbalance", "fairness", "energy", "privacy")
 
 
 @lru_cache(maxsize=1)
