@@ -29,6 +29,7 @@ def test_chapter_has_all_its_artefacts(chapter):
         import_module(f"sustainlab.{chapter.module}")
         assert (ROOT / "sustainlab" / "checks" / f"{chapter.module}.py").is_file()
         assert (ROOT / "tests" / f"test_{chapter.module}.py").is_file()
+        assert (ROOT / "benchmarks" / f"bench_{chapter.module}.py").is_file()
 
 
 def test_every_notebook_is_a_listed_chapter():
