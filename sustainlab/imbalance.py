@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
@@ -180,9 +180,9 @@ class SMOTE(BaseOverSampler):
         for label, n_new in self.sampling_strategy_.items():
             if n_new > 0 and counts[label] < k + 1:
                 raise ValueError(
-                    f"Class {_python_scalar(label)!r} has only {counts[label]} sample(s), but SMOTE with k_neighbors={k} needs at "
-                    f"least {k + 1} (k_neighbors + 1) to find its neighbours. Lower k_neighbors or leave this class out "
-                    f"of sampling_strategy."
+                    f"Class {_python_scalar(label)!r} has only {counts[label]} sample(s), but SMOTE with "
+                    f"k_neighbors={k} needs at least {k + 1} (k_neighbors + 1) to find its neighbours. Lower "
+                    f"k_neighbors or leave this class out of sampling_strategy."
                 )
         return _smote_resample(X, y, self.sampling_strategy_, k, check_random_state(self.random_state))
 

@@ -603,8 +603,8 @@ class Adam(_HandWrittenOptimizer):
         θ ← θ − lr / (1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
 
     The two bias corrections undo the zero initialisation of m and v. AMSGrad (Reddi et al., 2018) divides by the
-    largest v seen so far, so a coordinate's step can only shrink when its gradients get smaller. Taught in
-    ``notebooks/01_gradient_descent.ipynb`` (*Why is Adam the default?*).
+    largest v seen so far, so a coordinate's step size lr / √v̂ never grows back after large gradients (apart from the
+    bias correction). Taught in ``notebooks/01_gradient_descent.ipynb`` (*Why is Adam the default?*).
 
     Parameters
     ----------
