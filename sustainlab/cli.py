@@ -4,6 +4,7 @@ Each subcommand forwards to a plain Python function that can also be called from
 
     sustainlab run-all [NOTEBOOK ...] [--save] [--budget-seconds S] [--budget-mb MB]
     sustainlab env
+    sustainlab exercises [--src notebooks] [--dest exercises]
     sustainlab release [SRC] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
 """
@@ -13,6 +14,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (what is wrong, where help is) and exit with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _cmd_run_all(args: argparse.Namespace) -> int:
@@ -41,19 +64,40 @@ def _cmd_run_all(args: argparse.Namespace) -> int:
 def _cmd_env(args: argparse.Namespace) -> int:
     from .utils import environment_report
 
-    for name, value in environment_report().items():
+    try:
+        report = environment_report()
+    except Exception as error:  # the diagnostic command must diagnose, not crash
+        return _fail(f"could not inspect this environment: {type(error).__name__}: {error}")
+    for name, value in report.items():
         print(f"{name:<18} {value}")
+    return 0
+
+
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    from .exercises import write_exercises
+
+    try:
+        result = write_exercises(args.src, args.dest)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        return _fail(str(error))
+    print(result.summary())
     return 0
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from .grading import GradingSetupError, release
 
+    src, out = Path(args.src), Path(args.out)
+    if not src.exists() and not any(char in args.src for char in "*?["):
+        return _fail(f"the notebooks folder {src} does not exist.")
+    if out.exists() and not out.is_dir():
+        return _fail(f"{out} is a file: the release needs a folder to write student/ and release.json into.")
     try:
         result = release(args.src, args.out)
     except GradingSetupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    except OSError as error:
+        return _fail(f"cannot write the release to {out}: {error.strerror or error}")
     print(f"released {len(result.student_notebooks)} notebook(s) to {result.manifest.parent / 'student'} "
           f"({result.checks} check(s), {result.hidden} hidden); keep {result.manifest} private")
     return 0
@@ -77,7 +121,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .runner import DEFAULT_BUDGET_MB, DEFAULT_BUDGET_S
 
-    parser = argparse.ArgumentParser(prog="sustainlab", description="Tools for the sustainlab course.")
+    parser = _Parser(prog="sustainlab", description="Tools for the sustainlab course.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run_all = commands.add_parser(
@@ -89,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("notebooks", nargs="*", help="notebooks to run (default: every course notebook)")
     run_all.add_argument("--root", default=".", help="repository root (default: current folder)")
     run_all.add_argument("--save", action="store_true", help="write the executed notebooks back with their outputs")
-    run_all.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_S, metavar="S")
-    run_all.add_argument("--budget-mb", type=float, default=DEFAULT_BUDGET_MB, metavar="MB")
+    run_all.add_argument("--budget-seconds", type=_positive, default=DEFAULT_BUDGET_S, metavar="S")
+    run_all.add_argument("--budget-mb", type=_positive, default=DEFAULT_BUDGET_MB, metavar="MB")
     run_all.set_defaults(handler=_cmd_run_all)
 
     from .grading import DEFAULT_CELL_TIMEOUT_S, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
@@ -123,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = commands.add_parser("env", help="print versions and the device this machine offers")
     env.set_defaults(handler=_cmd_env)
+
+    exe = commands.add_parser(
+        "exercises",
+        help="write your own exercise copies of the notebooks (solutions removed); never overwrites your work",
+        description="Write the student version of every notebook in SRC to DEST, skipping notebooks DEST already "
+        "has, so a learner's work is never overwritten and notebooks added to the course later are added. "
+        "`make lab` runs this before opening JupyterLab on DEST/00_welcome.ipynb.",
+    )
+    exe.add_argument("--src", default="notebooks", help="instructor notebooks (default: notebooks/)")
+    exe.add_argument("--dest", default="exercises", help="your exercise folder (default: exercises/, git-ignored)")
+    exe.set_defaults(handler=_cmd_exercises)
     return parser
 
 
