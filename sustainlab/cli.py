@@ -33,6 +33,9 @@ def _positive(text: str) -> float:
     return value
 
 
+_RELEASE_SRC = "notebooks"
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -89,7 +92,9 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
     src, out = Path(args.src), Path(args.out)
     if not src.exists() and not any(char in args.src for char in "*?["):
-        return _fail(f"the notebooks folder {src} does not exist.")
+        default = args.src == _RELEASE_SRC  # only OUT was given
+        hint = f" (SRC defaults to {_RELEASE_SRC}/: run this in the course folder, or pass SRC OUT)" if default else ""
+        return _fail(f"the notebooks folder {src} does not exist{hint}.")
     if out.exists() and not out.is_dir():
         return _fail(f"{out} is a file: the release needs a folder to write student/ and release.json into.")
     try:
@@ -144,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write student notebooks (solutions and hidden checks removed) and the private grading manifest",
         description="Write OUT/student/*.ipynb to hand out and OUT/release.json to keep. See docs/grading.md.",
     )
-    rel.add_argument("src", nargs="?", default="notebooks", help="instructor notebooks (default: notebooks/)")
+    rel.add_argument("src", nargs="?", default=_RELEASE_SRC, help="instructor notebooks (default: notebooks/)")
     rel.add_argument("out", help="output folder")
     rel.set_defaults(handler=_cmd_release)
 
