@@ -23,6 +23,14 @@ def place(tmp_path, monkeypatch):
     return tmp_path
 
 
+def run(argv) -> int:
+    """The exit status `sustainlab ARGV` would have: argparse's usage errors exit through SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [
@@ -42,14 +50,6 @@ def place(tmp_path, monkeypatch):
         (["run-all", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     ],
 )
-def run(argv) -> int:
-    """The exit status `sustainlab ARGV` would have: argparse's usage errors exit through SystemExit."""
-    try:
-        return main(argv)
-    except SystemExit as exit:
-        return exit.code
-
-
 def test_cli_errors_are_one_line_with_exit_status_2(place, capsys, argv, expected):
     status = run(argv)
     err = capsys.readouterr().err
