@@ -7,6 +7,7 @@ Each subcommand forwards to a plain Python function that can also be called from
     sustainlab exercises [--src notebooks] [--dest exercises]
     sustainlab release [SRC] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
+                     [--student NAME] [--deadline WHEN [--late-penalty F]] [--report]
 """
 
 from __future__ import annotations
@@ -109,18 +110,65 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from .grading import GradingSetupError, grade
+    import tempfile
 
+    from . import gradebook as gb
+    from .grading import GradingSetupError, grade, totals_path_for
+
+    out = Path(args.out)
     try:
-        result = grade(
-            args.release, args.submissions, args.out, timeout_s=args.timeout, cell_timeout_s=args.cell_timeout,
-            memory_mb=args.memory_mb, jobs=args.jobs, junit_dir=args.junit_dir, progress=not args.no_progress,
-        )
-    except (GradingSetupError, ValueError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(result.summary())
+        deadline = gb.parse_deadline(args.deadline) if args.deadline is not None else None
+    except ValueError as error:
+        return _fail(f"--deadline: {error}")
+    if args.late_penalty and deadline is None:
+        return _fail("--late-penalty needs --deadline (which submissions are late?).")
+    existing = []
+    if args.student is not None and out.exists():
+        try:
+            existing = gb.read_gradebook(out)
+        except (OSError, ValueError) as error:
+            return _fail(f"cannot update {out}: {error}")
+    try:
+        # File times first: grading runs student code, which could touch the files.
+        times = gb.submission_times(args.submissions, args.student) if deadline is not None else {}
+    except OSError:
+        times = {}  # grade() below reports the unreadable folder
+    with tempfile.TemporaryDirectory(prefix="sustainlab-regrade-") as scratch:
+        try:
+            result = grade(
+                args.release, args.submissions, Path(scratch) / out.name if args.student else out,
+                timeout_s=args.timeout, cell_timeout_s=args.cell_timeout, memory_mb=args.memory_mb, jobs=args.jobs,
+                junit_dir=args.junit_dir, progress=not args.no_progress, student=args.student,
+            )
+        except (GradingSetupError, ValueError, TypeError) as error:
+            return _fail(str(error))
+    summary = result.summary()
+    if args.student is not None:  # graded into a scratch file, merged into --out below
+        summary = summary.replace(str(result.gradebook), str(out))
+        summary = summary.replace(str(result.totals_path), str(totals_path_for(out)))
+    print(summary)
+    rows = [gb.row_dict(row) for row in result.rows]
+    if args.student is not None:
+        rows = gb.update_rows(existing, rows, args.student)
+    if deadline is not None:
+        late = gb.lateness(times, deadline)
+        rows = gb.mark_late(rows, late, args.late_penalty, students=[args.student] if args.student else None)
+        penalty = f", {args.late_penalty:.0%} of their points taken off" if args.late_penalty else " (points unchanged)"
+        print(f"late: {len(late)} submission(s) after {deadline.isoformat(timespec='minutes')}{penalty}")
+    if args.student is not None or deadline is not None:
+        gb.write_gradebook(out, rows)
+        if args.student is not None:
+            print(f"updated {args.student}'s rows in {out} ({len(existing)} row(s) before, {len(rows)} now)")
+    if args.report:
+        print(f"class report: {gb.write_report(rows, gb.report_path_for(out), title=f'Class report: {out.stem}')}")
     return 0  # whatever the students scored: a non-zero exit means the grader itself could not run
+
+
+def _fraction(text: str) -> float:
+    value = _positive(text) if text.strip() not in ("0", "0.0") else 0.0
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--jobs", type=int, default=None, metavar="N", help="parallel submissions (default: cores)")
     grd.add_argument("--junit-dir", default=None, metavar="DIR", help="keep nbval's junit XML per submission")
     grd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grd.add_argument("--student", metavar="NAME", default=None,
+                     help="regrade only SUBMISSIONS/NAME and replace that student's rows in the gradebook --out")
+    grd.add_argument("--deadline", metavar="WHEN", default=None,
+                     help="ISO date-time (local unless it has an offset), e.g. 2026-12-01T23:59; submissions whose "
+                     "file is newer get a `late` column in hours (points unchanged without --late-penalty)")
+    grd.add_argument("--late-penalty", type=_fraction, default=0.0, metavar="F",
+                     help="fraction of a late submission's points to take off, 0-1 (default 0)")
+    grd.add_argument("--report", action="store_true",
+                     help="also write <stem>_report.html beside the gradebook: a one-page class report")
     grd.set_defaults(handler=_cmd_grade)
 
     env = commands.add_parser("env", help="print versions and the device this machine offers")
