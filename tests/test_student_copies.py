@@ -21,16 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 300
 
-#: Notebooks owned by other branches while this test was written; the fix each needs is in the issue-20 report.
-PENDING = {}
-
 pytestmark = pytest.mark.slow
-
-
-def _params():
-    for path in NOTEBOOKS:
-        marks = [pytest.mark.xfail(reason=PENDING[path.name], strict=False)] if path.name in PENDING else []
-        yield pytest.param(path, id=path.stem, marks=marks)
 
 
 def run_student_copy(path: Path, folder: Path):
@@ -69,7 +60,7 @@ def tracebacks(notebook) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("path", list(_params()))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_run_all_on_the_student_copy_shows_no_traceback(path, tmp_path):
     executed = run_student_copy(path, tmp_path)
     problems = tracebacks(executed)
