@@ -147,26 +147,22 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         summary = summary.replace(str(result.gradebook), str(out))
         summary = summary.replace(str(result.totals_path), str(totals_path_for(out)))
     print(summary)
-    rows = [gb.row_dict(row) for row in result.rows]
-    if args.student is not None:
-        rows = gb.update_rows(existing, rows, args.student)
-    if deadline is not None:
-        late = gb.lateness(times, deadline)
-        rows = gb.mark_late(rows, late, args.late_penalty, students=[args.student] if args.student else None)
-        penalty = f", {args.late_penalty:.0%} of their points taken off" if args.late_penalty else " (points unchanged)"
-        print(f"late: {len(late)} submission(s) after {deadline.isoformat(timespec='minutes')}{penalty}")
-    if args.student is not None or deadline is not None:
-        gb.write_gradebook(out, rows)
-        if args.student is not None:
-            print(f"updated {args.student}'s rows in {out} ({len(existing)} row(s) before, {len(rows)} now)")
-    if args.report:
-        print(f"class report: {gb.write_report(rows, gb.report_path_for(out), title=f'Class report: {out.stem}')}")
+    try:
+        notes = gb.finish(result.rows, out, student=args.student, existing=existing, deadline=deadline, times=times,
+                          penalty=args.late_penalty, report=args.report)
+    except OSError as error:
+        return _fail(f"cannot write the gradebook {out}: {error.strerror or error}")
+    for note in notes:
+        print(note)
     return 0  # whatever the students scored: a non-zero exit means the grader itself could not run
 
 
 def _fraction(text: str) -> float:
-    value = _positive(text) if text.strip() not in ("0", "0.0") else 0.0
-    if value > 1:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
     return value
 

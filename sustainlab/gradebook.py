@@ -206,6 +206,55 @@ def mark_late(rows: Iterable, late_hours: Mapping[tuple[str, str], float], penal
     return marked
 
 
+def finish(rows: Iterable, out: str | Path, *, student: str | None = None, existing: Iterable = (),
+           deadline: datetime | None = None, times: Mapping | None = None, penalty: float = 0.0,
+           report: bool = False) -> list[str]:
+    """After grading: merge one student's regrade, mark lateness, rewrite the gradebook, write the class report.
+
+    What ``sustainlab grade --student/--deadline/--late-penalty/--report`` does with the rows grading produced.
+
+    Parameters
+    ----------
+    rows : iterable of rows
+        The rows just graded (one student's with ``student``, else the class's).
+    out : path-like
+        The gradebook CSV to (re)write; its totals and report go beside it.
+    student : str, optional
+        The one student regraded: their rows replace theirs in ``existing``; other rows are kept.
+    existing : iterable of rows
+        The gradebook before this regrade (with ``student``).
+    deadline : datetime, optional
+        With ``times`` (:func:`submission_times`, read before grading ran any code): fill the ``late`` column.
+    penalty : float
+        Fraction of a late submission's points to take off.
+    report : bool
+        Write the class report to :func:`report_path_for` ``(out)``.
+
+    Returns
+    -------
+    list of str
+        One line per thing done, for the terminal.
+    """
+    out = Path(out)
+    rows = [row_dict(row) for row in rows]
+    existing = [row_dict(row) for row in existing]
+    notes = []
+    if student is not None:
+        rows = update_rows(existing, rows, student)
+    if deadline is not None:
+        late = lateness(times or {}, deadline)
+        rows = mark_late(rows, late, penalty, students=None if student is None else [student])
+        cost = f", {penalty:.0%} of their points taken off" if penalty else " (points unchanged)"
+        notes.append(f"late: {len(late)} submission(s) after {deadline.isoformat(timespec='minutes')}{cost}")
+    if student is not None or deadline is not None:
+        write_gradebook(out, rows)
+    if student is not None:
+        notes.append(f"updated {student}'s rows in {out} ({len(existing)} row(s) before, {len(rows)} now)")
+    if report:
+        notes.append(f"class report: {write_report(rows, report_path_for(out), title=f'Class report: {out.stem}')}")
+    return notes
+
+
 # ----------------------------------------------------------------------------------------------- class report
 
 
