@@ -128,7 +128,7 @@ def pick_device(prefer: str | None = None):
     fix = f"unset {DEVICE_ENV} (or set it to cpu)" if from_env else "call pick_device() without an argument"
     if kind not in available:
         why, build_lacks_it = _why_unavailable(kind)
-        remedy = f"install a {kind.upper()} build of PyTorch into .venv" if build_lacks_it else "check the driver"
+        remedy = f"install a build of PyTorch with {kind.upper()} into .venv" if build_lacks_it else "check the driver"
         raise RuntimeError(
             f"{asked} asks for {kind!r}, but {why} Available here: {', '.join(available)}. "
             f"Fix: {fix} to use {available[0]}, or {remedy} (README, *Running on a GPU*)."

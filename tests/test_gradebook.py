@@ -7,7 +7,6 @@ import csv
 import os
 import re
 import shutil
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
