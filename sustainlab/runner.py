@@ -95,7 +95,8 @@ def kernel_config():
     the machine, so on POSIX systems they use Unix-domain sockets (IPC) instead. Each call names a fresh socket path
     in Jupyter's runtime folder: an IPC path is relative to each process's working folder unless made absolute (the
     kernel runs in the notebook's folder), and two kernels started at once must never pick the same path. Windows
-    has no ZeroMQ IPC and keeps TCP. ``jupyter/jupyter_server_config.py`` sets the same transport for ``make lab``.
+    has no ZeroMQ IPC, and a runtime folder too deep for a Unix socket path (about 100 bytes) cannot hold one: both
+    keep TCP. ``jupyter-config/jupyter_server_config.py`` sets the same transport for ``make lab``.
 
     Returns
     -------
@@ -109,12 +110,11 @@ def kernel_config():
     from traitlets.config import Config
 
     config = Config()
-    if os.name == "posix":
-        runtime = Path(jupyter_runtime_dir())
-        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prefix = Path(jupyter_runtime_dir()).resolve() / f"sustainlab-{uuid.uuid4().hex[:12]}-ipc"
+    if os.name == "posix" and len(str(prefix)) + len("-99") < 100:
+        prefix.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         config.KernelManager.transport = "ipc"
-        # Short: a Unix socket path is limited to about 100 bytes.
-        config.KernelManager.ip = str(runtime.resolve() / f"sustainlab-{uuid.uuid4().hex[:12]}-ipc")
+        config.KernelManager.ip = str(prefix)
     return config
 
 
