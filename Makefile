@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README):
-#   make lab    set up .venv if needed, then open the course in JupyterLab
+#   make lab    set up .venv if needed, write your exercise copies, then open JupyterLab on the welcome exercise
 #   make test   set up .venv if needed, then run every test (pytest on tests/ and nbval on notebooks/)
 # Set-up runs only when binder/requirements-lock.txt or pyproject.toml changed since the last install.
 # Binder and conda install binder/requirements.txt instead: the same lock plus PyTorch's CPU wheel index.
@@ -13,7 +13,7 @@ LAB_ARGS ?=
 .PHONY: lab test setup course notebooks bench lock clean help
 
 help:
-	@echo "make lab        open the course in JupyterLab (sets up .venv on first use)"
+	@echo "make lab        open your exercises (exercises/) in JupyterLab (sets up .venv on first use)"
 	@echo "make test       run every test: package tests, notebooks under nbval, browser test"
 	@echo "make course     run every notebook headless; table of time and peak memory vs budget"
 	@echo "make notebooks  re-execute every notebook and save its outputs (after changing code)"
@@ -37,8 +37,16 @@ $(STAMP): $(LOCK) pyproject.toml
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Learners work in their own copies: `sustainlab exercises` writes exercises/ (git-ignored) from notebooks/ with the
+# solutions removed, adding notebooks it lacks and never touching one that exists. JupyterLab opens on the welcome
+# exercise with the course's server settings (jupyter-config/); the solutions stay in notebooks/, one folder away.
+COURSE_CONFIG := $(CURDIR)/jupyter-config
+WELCOME       := exercises/00_welcome.ipynb
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+	$(VENV)/bin/sustainlab exercises --src notebooks --dest exercises
+	JUPYTER_CONFIG_PATH="$(COURSE_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(VENV)/bin/jupyter lab \
+	  --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(WELCOME) $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

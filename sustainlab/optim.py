@@ -960,6 +960,7 @@ def train(
     history = TrainingHistory()
     params = [p for p in model.parameters() if p.requires_grad]
     try:
+        # At most this many batches: stop_when may end training sooner, and the total is then cut to what ran.
         total = epochs * len(data)
     except TypeError:
         total = None
@@ -1027,6 +1028,9 @@ def train(
             if stop_when is not None and stop_when(history):
                 history.stopped_early = epoch + 1 < epochs
                 break
+        # Finished (early stopping included): the bar's total becomes what ran, so it closes as done. A notebook
+        # bar closed short of its total turns red and stays, which reads as a failure; only an error should do that.
+        bar.total = bar.n
     finally:
         bar.close()
     history.seconds = time.perf_counter() - start

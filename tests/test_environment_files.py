@@ -160,8 +160,17 @@ def test_binder_link_opens_the_welcome_notebook_in_jupyterlab():
     readme = (ROOT / "README.md").read_text()
     links = re.findall(r"https://mybinder\.org/v2/gh/[^)\s]+", readme)
     assert links, "README has no Binder link"
-    assert all("urlpath=lab/tree/notebooks/00_welcome.ipynb" in link for link in links)
+    # Binder learners get their own exercise copies too (postBuild writes them, as `make lab` does).
+    assert all("urlpath=lab/tree/exercises/00_welcome.ipynb" in link for link in links)
     assert (ROOT / "notebooks" / "00_welcome.ipynb").exists()
+    assert "sustainlab exercises --src notebooks --dest exercises" in (ROOT / "binder" / "postBuild").read_text()
+
+
+def test_binder_starts_jupyterlab_with_the_course_server_settings():
+    start = ROOT / "binder" / "start"
+    assert start.stat().st_mode & 0o111, "binder/start must be executable"
+    text = start.read_text()
+    assert "/jupyter-config" in text and "JUPYTER_CONFIG_PATH" in text and 'exec "$@"' in text
 
 
 _DOWNLOADS = re.compile(r"\b(wget|curl)\b|fetch_openml|fetch_datasets|urlretrieve|urlopen|requests\.get|hf_hub_download")

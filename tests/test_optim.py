@@ -596,3 +596,53 @@ def test_hidden_check_catches_answers_tailored_to_the_visible_check(gd_step, pas
     (cell,) = [c for c in _notebook_check_cells() if c.metadata["sustainlab"]["check"] == "gd-1-hidden"]
     exec(cell.source, {"np": np, "gd_step": gd_step})
     assert capsys.readouterr().out.strip().startswith(verdict)
+
+
+@pytest.fixture
+def progress_bars(monkeypatch):
+    """Every progress bar ``train`` draws, with bars forced on (the test runners turn them off)."""
+    monkeypatch.setenv("SUSTAINLAB_PROGRESS", "1")
+    made = []
+    real = optim.progress
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(optim, "progress", recording)
+    return made
+
+
+def _bar_state(bar):
+    return bar.n, bar.total, bar.disable  # tqdm sets `disable` when the bar is closed
+
+
+@pytest.mark.parametrize("notebook_bar", [False, True], ids=["terminal", "notebook"])
+def test_early_stop_closes_the_progress_bar_as_done(progress_bars, monkeypatch, notebook_bar):
+    """Stopped by stop_when after 3 of 10 epochs: the bar ends full (3 of 3 batches) and closed, not red at 30 %."""
+    if notebook_bar:
+        import tqdm.auto
+        import tqdm.notebook
+
+        monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)
+    X, y = _classification_data()
+    model = _mlp().float()
+    train(model, [(X, y)], torch.optim.SGD(model.parameters(), lr=0.1), epochs=10, device="cpu",
+          stop_when=lambda h: h.epochs >= 3)
+    (bar,) = progress_bars
+    assert _bar_state(bar) == (3, 3, True)
+    if notebook_bar:
+        assert bar.container.children[1].bar_style != "danger"
+
+
+def test_a_run_that_fails_leaves_its_bar_short_of_the_total(progress_bars):
+    """Only a failure (here divergence) may leave the bar unfinished: that is what marks it red in a notebook."""
+    X = torch.randn(64, 3)
+    y = X.sum(dim=1, keepdim=True)
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(DivergenceError):
+        train(model, [(X, y)] * 4, torch.optim.SGD(model.parameters(), lr=1e6), epochs=5,
+              loss_fn=torch.nn.functional.mse_loss, device="cpu")
+    (bar,) = progress_bars
+    n, total, closed = _bar_state(bar)
+    assert closed and total == 20 and n < total
