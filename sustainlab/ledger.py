@@ -193,7 +193,8 @@ def read(path: str | Path | None = None):
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            return pd.read_sql_query("SELECT * FROM measurements ORDER BY recorded_at", connection)
+            cursor = connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM measurements ORDER BY recorded_at")
+            return pd.DataFrame(cursor.fetchall(), columns=list(_COLUMNS))
         finally:
             connection.close()
     except sqlite3.Error as error:
