@@ -466,7 +466,7 @@ def _describe_hardware(tracker) -> dict[str, str]:
     return method
 
 
-def _basis(tracker, m: Measurement) -> str:
+def _basis(tracker, m: Measurement, data=None) -> str:
     """The one line of :attr:`Measurement.basis`: which figures were assumed and which read, with the numbers used."""
     try:
         from codecarbon.core.cpu import DEFAULT_POWER_PER_CORE as per_thread
@@ -489,7 +489,13 @@ def _basis(tracker, m: Measurement) -> str:
         elif kind == "GPU":
             parts.append("GPU read from NVML (whole device)")
         elif kind == "RAM":
-            watts = m.ram_energy_kwh * 3.6e6 / m.pue / m.duration_s if m.duration_s > 0 else _NAN
+            # codecarbon's own RAM power (W, PUE included): our block's duration can be shorter than the span
+            # codecarbon's energy covers (from the tracker's start), so energy / duration would overstate it.
+            reported = getattr(data, "ram_power", None)
+            if reported is not None and math.isfinite(float(reported)):
+                watts = float(reported) / m.pue
+            else:
+                watts = m.ram_energy_kwh * 3.6e6 / m.pue / m.duration_s if m.duration_s > 0 else _NAN
             parts.append(f"RAM {watts:.0f} W assumed" if math.isfinite(watts) else "RAM assumed")
     if not parts:
         return "nothing measured: codecarbon tracked no CPU, GPU or RAM"
@@ -650,7 +656,7 @@ class Meter:
         measurement.grid = (
             f"{measurement.country_name} grid, {measurement.carbon_intensity_g_per_kwh:.0f} g/kWh ({source})"
         )
-        measurement.basis = _basis(tracker, measurement) if tracker is not None else "no figure: tracker failed"
+        measurement.basis = _basis(tracker, measurement, data) if tracker is not None else "no figure: tracker failed"
         measurement.finished = True
         self.measurements.append(measurement)
         _ACTIVE[:] = [m for m in _ACTIVE if m is not measurement]  # by identity: equal fields are not the same block
@@ -758,7 +764,7 @@ def how_energy_is_measured() -> str:
     else:
         verdict = "Energy figures on this machine are ESTIMATES from power models (no sensor readable)."
     details = [f"  {part.upper()}: {m.method[part]}" for part in ("cpu", "gpu", "ram")]
-    return "\n".join([verdict, *details])
+    return "\n".join([verdict, *details, f"  in one line: {m.basis}", f"  grid: {m.grid}"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1065,7 +1071,7 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
     >>> float(loss_fn(teacher, (y, teacher))) < float(loss_fn(-teacher, (y, teacher)))
     True
 
-    Taught in ``notebooks/05_energy.ipynb``, *Does a small student taught by a large teacher save energy?*
+    Taught in ``notebooks/05_energy.ipynb`` (*Does distillation save energy?*).
     """
     import torch.nn.functional as F
 
