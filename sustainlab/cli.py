@@ -8,6 +8,7 @@ Each subcommand forwards to a plain Python function that can also be called from
     sustainlab release [SRC] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
                      [--student NAME] [--deadline WHEN [--late-penalty F]] [--report]
+    sustainlab ledger [--reset]
 """
 
 from __future__ import annotations
@@ -165,6 +166,32 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
     return value
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    from . import ledger
+
+    path = ledger.ledger_path()
+    if path is None:
+        print(f"The carbon ledger is off ({ledger.LEDGER_ENV}=off): nothing is recorded.")
+        return 0
+    if args.reset:
+        deleted = ledger.reset()
+        print(f"deleted {deleted}" if deleted else f"no ledger at {path}: nothing to delete")
+        return 0
+    try:
+        rows = ledger.read()
+    except ledger.LedgerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if rows.empty:
+        print(f"The carbon ledger at {path} is empty: run a notebook's energy box to add to it.")
+        return 0
+    totals = ledger.totals_by_chapter(rows)
+    print(f"carbon ledger: {path}")
+    print(totals[["runs", "seconds", "energy_J", "g_CO2e"]].round(3).to_string())
+    total = totals.loc["total"]
+    print(f"whole course: {total['energy_kwh'] * 1000:.4f} Wh, {total['g_CO2e']:.4f} g CO2e "
+          f"(as much energy as {ledger.everyday_comparison(total['energy_kwh'])})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--report", action="store_true",
                      help="also write <stem>_report.html beside the gradebook: a one-page class report")
     grd.set_defaults(handler=_cmd_grade)
+
+    led = commands.add_parser(
+        "ledger",
+        help="your carbon ledger: energy and CO2e of every measured block of the course, by chapter",
+        description="Totals of the ledger sustainlab.energy.measure writes (SUSTAINLAB_LEDGER=off turns it off, "
+        "SUSTAINLAB_LEDGER=PATH moves it). Exits 2 when the ledger file cannot be read.",
+    )
+    led.add_argument("--reset", action="store_true", help="delete the ledger")
+    led.set_defaults(handler=_cmd_ledger)
 
     env = commands.add_parser("env", help="print versions and the device this machine offers")
     env.set_defaults(handler=_cmd_env)

@@ -351,6 +351,7 @@ def _grading_environment(threads: int) -> dict:
     # Only nbval: other installed plugins (benchmark, playwright) would slow every run and could change behaviour.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["SUSTAINLAB_LEDGER"] = "off"  # a student's submission never writes to the grader's carbon ledger
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, str(threads))
     return env
