@@ -7,12 +7,12 @@ fails on any other.
 
 What counts as a numeral: a run of digits, with decimal points, thousands separators and superscript digits
 (``0.937``, ``4,177``, ``10¹²``), not glued to a letter (``bf16``, ``fp32`` and ``H200`` are names). Code spans and
-fenced code are skipped (they quote code, whose values the code itself computes), and so are exercise ids such as
-``gd-1``.
+fenced code are skipped (they quote code, whose values the code itself computes), and so are names ending in a
+hyphenated number, such as the exercise id ``gd-1`` or the model ``GPT-3``.
 
 Examples
 --------
->>> numerals("Accuracy 0.937 on 4,177 rows, some $10^{12}$ times more; see `fit(n=5)` and exercise gd-1.")
+>>> numerals("Accuracy 0.937 on 4,177 rows, $10^{12}$ times GPT-3; see `fit(n=5)` and exercise gd-1.")
 ['0.937', '4,177', '10', '12']
 """
 
@@ -24,7 +24,7 @@ __all__ = ["numerals", "markdown_numerals"]
 
 _FENCED = re.compile(r"```.*?```", re.DOTALL)
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
-_EXERCISE_ID = re.compile(r"\b[a-z]+(?:-[a-z]+)*-\d+\b")
+_NAME_WITH_NUMBER = re.compile(r"\b[A-Za-z]\w*(?:-[A-Za-z]\w*)*-\d+\b")
 _NUMERAL = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*[⁰¹²³⁴⁵⁶⁷⁸⁹]*|(?<![\w])[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
 
 
@@ -33,7 +33,7 @@ def numerals(markdown: str) -> list[str]:
     if not isinstance(markdown, str):
         raise TypeError(f"markdown must be a str, got {type(markdown).__name__}.")
     text = _CODE_SPAN.sub(" ", _FENCED.sub(" ", markdown))
-    text = _EXERCISE_ID.sub(" ", text)
+    text = _NAME_WITH_NUMBER.sub(" ", text)
     return [match.group().rstrip(".,") for match in _NUMERAL.finditer(text)]
 
 
