@@ -136,6 +136,12 @@ def _legend_covers_data(ax, renderer) -> bool:
     return bool(inside.any()) or any(bar.overlaps(box) and bar.width > 0 and bar.height > 0 for bar in bars)
 
 
+def _labelled(ax, which: str) -> bool:
+    """An axis label on ``ax``, or on an axes sharing that axis (``sharey=True`` with ``label_outer()``)."""
+    siblings = (ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()).get_siblings(ax)
+    return any((other.get_xlabel() if which == "x" else other.get_ylabel()).strip() for other in siblings)
+
+
 def _renderer(fig):
     fig.draw_without_rendering()
     canvas = fig.canvas
@@ -146,7 +152,8 @@ def figure_problems(fig) -> list[str]:
     """What makes ``fig`` hard to read, one sentence per problem; an empty list for a readable figure.
 
     Checks every axes except colorbars and axes turned off: a non-empty x label, y label and title (the figure's
-    ``supxlabel``/``supylabel``/``suptitle`` count for all its axes), tick labels and text annotations that do not
+    ``supxlabel``/``supylabel``/``suptitle`` count for all its axes, and a label on an axes sharing that axis counts
+    for its siblings), tick labels and text annotations that do not
     overlap once drawn, a
     legend that does not cover data unless matplotlib placed it (``loc="best"``) or it sits outside the axes, and
     error bars or a band on axes whose values are noisy (see the module).
@@ -170,9 +177,9 @@ def figure_problems(fig) -> list[str]:
     axes = [ax for ax in fig.get_axes() if ax.axison and ax.get_visible() and not _is_colorbar(ax)]
     for number, ax in enumerate(axes, start=1):
         name = f"axes {number}" + (f" ({ax.get_title()!r})" if ax.get_title() else "")
-        if not ax.get_xlabel().strip() and not shared["xlabel"]:
+        if not _labelled(ax, "x") and not shared["xlabel"]:
             problems.append(f"{name}: no x label")
-        if not ax.get_ylabel().strip() and not shared["ylabel"]:
+        if not _labelled(ax, "y") and not shared["ylabel"]:
             problems.append(f"{name}: no y label")
         titles = [ax.get_title(loc) for loc in ("center", "left", "right")]
         if not any(t.strip() for t in titles) and not shared["title"]:

@@ -57,6 +57,21 @@ def test_figure_level_labels_count_for_every_axes():
         plt.close(fig)
 
 
+def test_a_shared_axis_label_counts_for_its_siblings():
+    fig, axes = plt.subplots(1, 2, sharey=True)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1])
+        ax.set(xlabel="x", title="panel")
+        ax.label_outer()
+    axes[0].set_ylabel("y")
+    try:
+        assert figure_problems(fig) == []
+        axes[0].set_ylabel("")
+        assert figure_problems(fig) == ["axes 1 ('panel'): no y label", "axes 2 ('panel'): no y label"]
+    finally:
+        plt.close(fig)
+
+
 def test_overlapping_tick_labels_are_found(fig_ax):
     fig, ax = fig_ax
     fig.set_size_inches(2.5, 2.5)
