@@ -5,7 +5,8 @@ labels that overlap once drawn, a legend placed by hand on top of the data, nois
 
 **Noisy values.** An axes plots noisy values when it says so, with :func:`mark_noisy` (which sets the axes' ``gid``
 to ``"noisy"``: plain matplotlib, so any code can do it), or when one of its axis labels names a measured cost
-(time, seconds, energy, joules, watt-hours, …). Such an axes must show its spread: an ``errorbar`` (also through
+(time, seconds, energy, joules, watt-hours, …), unless it says its values are computed, with :func:`mark_exact`
+(``gid`` ``"exact"``). A noisy axes must show its spread: an ``errorbar`` (also through
 ``bar(..., yerr=...)``) or a shaded band (``fill_between``).
 
 **Under the test suite.** ``tests`` run every notebook under nbval; the plugin :mod:`sustainlab.figure_hooks` sets
@@ -33,12 +34,14 @@ import os
 import re
 from itertools import combinations
 
-__all__ = ["LOG_ENV", "NOISY_GID", "figure_problems", "mark_noisy", "record_problems"]
+__all__ = ["EXACT_GID", "LOG_ENV", "NOISY_GID", "figure_problems", "mark_exact", "mark_noisy", "record_problems"]
 
 #: Environment variable naming the JSON-lines file that kernels append their figure checks to.
 LOG_ENV = "SUSTAINLAB_FIGURE_LOG"
 #: The ``gid`` an axes carries when its plotted values are noisy (see :func:`mark_noisy`).
 NOISY_GID = "noisy"
+#: The ``gid`` of an axes whose values are computed, not measured, although a label names a cost (:func:`mark_exact`).
+EXACT_GID = "exact"
 # Axis labels that name a measured, hence noisy, cost.
 _NOISY_LABEL = re.compile(
     r"\b(time|seconds?|energy|joules?|watts?|power)\b|\((?:[^)]*\s)?(s|ms|µs|J|mJ|kJ|Wh|mWh|kWh|W)\)",
@@ -56,9 +59,16 @@ def mark_noisy(ax):
     return ax
 
 
+def mark_exact(ax):
+    """Declare that ``ax`` plots computed values (e.g. a formula such as energy = power × time), not measurements:
+    no error bars are asked for even if an axis label names a time or an energy. Returns ``ax``."""
+    ax.set_gid(EXACT_GID)
+    return ax
+
+
 def _is_noisy(ax) -> bool:
-    if ax.get_gid() == NOISY_GID:
-        return True
+    if ax.get_gid() in (NOISY_GID, EXACT_GID):
+        return ax.get_gid() == NOISY_GID
     return any(_NOISY_LABEL.search(label or "") for label in (ax.get_xlabel(), ax.get_ylabel()))
 
 

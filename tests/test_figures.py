@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_notebook, new_output  # noqa: E402
 
-from sustainlab.figures import LOG_ENV, figure_problems, mark_noisy, record_problems  # noqa: E402
+from sustainlab.figures import LOG_ENV, figure_problems, mark_exact, mark_noisy, record_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +122,15 @@ def test_noisy_values_need_error_bars(fig_ax):
     _label(ax, ylabel="time per call (ms)")  # a measured cost: noisy by name
     assert any("noisy values without error bars" in p for p in figure_problems(fig))
     ax.errorbar([1, 2, 3], [0.1, 0.2, 0.4], yerr=0.05)
+    assert figure_problems(fig) == []
+
+
+def test_mark_exact_opts_a_computed_curve_out(fig_ax):
+    fig, ax = fig_ax
+    ax.plot([1, 2, 3], [10, 20, 30])
+    _label(ax, ylabel="energy (Wh)")  # energy = power × time: a formula, not a measurement
+    assert any("noisy values" in p for p in figure_problems(fig))
+    assert mark_exact(ax) is ax
     assert figure_problems(fig) == []
 
 
