@@ -3,6 +3,8 @@
 import os
 
 from sustainlab.nbval_hooks import pytest_collectstart  # noqa: F401  (stderr is not compared)
+from sustainlab.figure_hooks import (  # noqa: F401  (every notebook figure is checked)
+    pytest_configure, pytest_runtest_makereport, pytest_unconfigure)
 from sustainlab.runner import quiet_environment
 
 # Kernels started by nbval inherit this process's environment: no progress bars, quiet codecarbon.

@@ -32,6 +32,7 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 from imblearn.utils import check_sampling_strategy
 from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 
@@ -46,6 +47,11 @@ __all__ = [
     "compare_rebalancing",
     "imbalance_report",
     "ImbalanceReport",
+    "leakage_same_folds",
+    "fold_scores",
+    "ThresholdAtPrior",
+    "SMOTENCOneHot",
+    "invalid_one_hot_share",
 ]
 
 #: The string values ``sampling_strategy`` accepts, with imbalanced-learn's meaning for an over-sampler.
@@ -656,3 +662,175 @@ def imbalance_report(y_true, y_pred, y_score=None, *, labels=None) -> ImbalanceR
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         labels=list(labels),
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Like-for-like leakage, fold scores, the threshold lever, and SMOTE for one-hot categories
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def leakage_same_folds(estimator, X, y, *, sampler=None, cv=5, scoring="balanced_accuracy", random_state=0):
+    """The leak alone: both protocols scored on the **same real test rows**, fold by fold.
+
+    Folds are drawn over the original rows. The leaky protocol resamples the whole dataset once, and trains each fold on
+    its real training rows plus *all* synthetic rows — some of which were interpolated from that fold's test rows. The
+    honest protocol resamples the fold's training rows only. Test rows, model and folds are identical, so the score
+    difference is the leak and nothing else. (:func:`leakage_demo`'s leaky protocol instead splits the resampled rows,
+    so its test folds also contain synthetic points: two differences at once.)
+
+    Parameters
+    ----------
+    estimator : scikit-learn classifier
+    X, y : array-like
+    sampler : over-sampler with ``fit_resample``, optional
+        Defaults to ``SMOTE(random_state=random_state)``. It must return the original rows first, then the synthetic
+        ones (as :class:`SMOTE` and imbalanced-learn's over-samplers do); this is checked.
+    cv : int or CV splitter, default 5
+    scoring : str, default "balanced_accuracy"
+    random_state : int, default 0
+
+    Returns
+    -------
+    dict
+        ``{"oversample then split": fold scores, "split then oversample": fold scores}`` (NumPy arrays, same folds).
+
+    Raises
+    ------
+    ValueError
+        If the sampler does not return the original rows first.
+    """
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
+    if sampler is None:
+        sampler = SMOTE(random_state=random_state)
+    X_arr, labels = _dense(X), np.asarray(y)
+    n = len(labels)
+    X_res, y_res = clone(sampler).fit_resample(X_arr, labels)
+    X_res, y_res = np.asarray(X_res, dtype=float), np.asarray(y_res)
+    if len(y_res) < n or not (np.array_equal(X_res[:n], X_arr) and np.array_equal(y_res[:n], labels)):
+        raise ValueError("sampler must return the original rows first, then the synthetic ones (an over-sampler).")
+    X_syn, y_syn = X_res[n:], y_res[n:]
+    scorer = get_scorer(scoring)
+    leaky, honest = [], []
+    for train, test in _stratified_cv(cv, random_state).split(X_arr, labels):
+        fitted = clone(estimator).fit(np.vstack([X_arr[train], X_syn]), np.concatenate([labels[train], y_syn]))
+        leaky.append(scorer(fitted, X_arr[test], labels[test]))
+        X_tr, y_tr = clone(sampler).fit_resample(X_arr[train], labels[train])
+        honest.append(scorer(clone(estimator).fit(X_tr, y_tr), X_arr[test], labels[test]))
+    return {"oversample then split": np.array(leaky), "split then oversample": np.array(honest)}
+
+
+def fold_scores(candidates, X, y, *, cv=5, scoring="balanced_accuracy", random_state=0):
+    """Per-fold cross-validated scores of several candidates on the same folds: a DataFrame, one column each.
+
+    Same folds as :func:`compare_rebalancing` for the same ``cv`` and ``random_state``, so fold-by-fold differences
+    between two columns are paired: their spread is the fold-to-fold noise of the comparison.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    splitter = _stratified_cv(cv, random_state)
+    labels, _ = _as_labels(y)
+    scores = {name: cross_val_score(clone(est), X, labels, cv=splitter, scoring=scoring, n_jobs=1)
+              for name, est in candidates.items()}
+    return pd.DataFrame(scores).rename_axis("fold")
+
+
+class ThresholdAtPrior(ClassifierMixin, BaseEstimator):
+    """Fit ``estimator`` as it is, then predict the rare class whenever its probability exceeds the class's prior.
+
+    The zero-compute lever against imbalance: no new rows, no reweighting, the same fit as no rebalancing. A
+    calibrated model's probability for the rare class rarely exceeds 0.5, but often exceeds its base rate
+    ``P(y = 1)`` (the share in the training data); thresholding there moves the decision boundary much as class
+    weights do. ``predict_proba`` is the estimator's own, so ranking metrics (PR-AUC, ROC-AUC) do not change.
+    Binary targets only.
+
+    Attributes
+    ----------
+    estimator_ : the fitted estimator
+    prior_ : float
+        Share of ``classes_[1]`` in the training labels: the threshold.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+
+        labels = np.asarray(y)
+        self.classes_ = np.unique(labels)
+        if len(self.classes_) != 2:
+            raise ValueError(f"ThresholdAtPrior handles binary targets; y has {len(self.classes_)} classes.")
+        self.estimator_ = clone(self.estimator).fit(X, labels)
+        self.prior_ = float(np.mean(labels == self.classes_[1]))
+        return self
+
+    def predict_proba(self, X):
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] > self.prior_).astype(int)]
+
+
+class SMOTENCOneHot(BaseEstimator):
+    """imbalanced-learn's SMOTENC for data whose categorical column arrives one-hot encoded (e.g. ``sex_F/I/M``).
+
+    Plain SMOTE interpolates every column, so a synthetic row gets a *fractional* category (a third female, two
+    thirds infant). SMOTENC interpolates the numeric columns only and gives each synthetic row the most frequent
+    category among its neighbours. This wrapper collapses the one-hot group into one category column, runs
+    ``imblearn.over_sampling.SMOTENC``, and expands it back to the group's own two values (so it also works after a
+    scaler). Original rows come first, as with every over-sampler.
+
+    Parameters
+    ----------
+    one_hot_columns : sequence of int
+        Positions of the one-hot columns of one categorical feature (at least 2).
+    k_neighbors : int, default 5
+    random_state : int or None, default None
+    """
+
+    def __init__(self, one_hot_columns, k_neighbors=5, random_state=None):
+        self.one_hot_columns = one_hot_columns
+        self.k_neighbors = k_neighbors
+        self.random_state = random_state
+
+    def fit_resample(self, X, y):
+        from imblearn.over_sampling import SMOTENC
+
+        X_arr = _dense(X)
+        columns = [int(c) for c in self.one_hot_columns]
+        if len(columns) < 2 or len(set(columns)) != len(columns) or not all(0 <= c < X_arr.shape[1] for c in columns):
+            raise ValueError(f"one_hot_columns must be at least 2 distinct column positions of X, got "
+                             f"{self.one_hot_columns!r}.")
+        group = X_arr[:, columns]
+        hot, cold = group.max(axis=0), group.min(axis=0)
+        others = [c for c in range(X_arr.shape[1]) if c not in columns]
+        collapsed = np.column_stack([X_arr[:, others], group.argmax(axis=1)])
+        sampler = SMOTENC(categorical_features=[collapsed.shape[1] - 1], k_neighbors=self.k_neighbors,
+                          random_state=self.random_state)
+        X_res, y_res = sampler.fit_resample(collapsed, np.asarray(y))
+        out = np.empty((len(X_res), X_arr.shape[1]))
+        out[:, others] = X_res[:, :-1]
+        codes = X_res[:, -1].astype(int)
+        out[:, columns] = np.where(np.arange(len(columns)) == codes[:, None], hot, cold)
+        return out, y_res
+
+
+def invalid_one_hot_share(X, one_hot_columns) -> float:
+    """Share of rows whose one-hot group is not exactly one hot value and cold elsewhere (e.g. interpolated rows)."""
+    group = _dense(X)[:, [int(c) for c in one_hot_columns]]
+    hot, cold = group.max(axis=0), group.min(axis=0)
+    is_hot, is_cold = np.isclose(group, hot), np.isclose(group, cold)
+    valid = (is_hot | is_cold).all(axis=1) & (is_hot.sum(axis=1) == 1)
+    return float(1 - valid.mean())
+
+
+def _dense(X) -> np.ndarray:
+    """``X`` (array or DataFrame) as a 2-D float array, for the helpers above."""
+    values = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got an array of shape {values.shape}.")
+    return values
