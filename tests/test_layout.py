@@ -53,19 +53,7 @@ def test_notebook_follows_the_conventions(chapter):
             assert "it/s]" not in text and "s/it]" not in text, "a progress bar leaked into the stored outputs"
 
 
-#: Notebooks edited on other branches while the kernel check was introduced; each gets the cell when it is next edited.
-_KERNEL_CHECK_PENDING = {"gradient_descent", "attention", "smote", "fairness", "energy"}
-
-
-@pytest.mark.parametrize(
-    "chapter",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(reason="kernel-check cell not added to this notebook yet (issue 20)"))
-        if c.slug in _KERNEL_CHECK_PENDING else c
-        for c in CHAPTERS
-    ],
-    ids=[c.slug for c in CHAPTERS],
-)
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
 def test_first_code_cell_checks_the_kernel(chapter):
     """A kernel without the course's packages stops at the first cell with 'switch the kernel to Python (sustainlab)'."""
     first = next(c for c in _notebook(chapter).cells if c.cell_type == "code")

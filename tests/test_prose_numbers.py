@@ -17,7 +17,7 @@ from sustainlab.prose import markdown_numerals, numerals
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_FILE = ROOT / "tests" / "prose_numbers_allowed.yaml"
 NOTEBOOKS = [chapter.notebook for chapter in CHAPTERS]
-REASON_KINDS = ("chapter", "formula", "published", "year", "setting", "dataset", "example", "exercise", "to review")
+REASON_KINDS = ("chapter", "formula", "published", "year", "setting", "dataset", "example", "exercise")
 
 
 def _allowed() -> dict:
