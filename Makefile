@@ -1,7 +1,8 @@
 # The two commands a newcomer needs (see README):
-#   make lab    set up .venv if needed, then open the course in JupyterLab
+#   make lab    set up .venv if needed, write your exercise copies, then open JupyterLab on the welcome exercise
 #   make test   set up .venv if needed, then run every test (pytest on tests/ and nbval on notebooks/)
-# Set-up runs only when binder/requirements.txt or pyproject.toml changed since the last install.
+# Set-up runs only when binder/requirements-lock.txt or pyproject.toml changed since the last install.
+# Binder and conda install binder/requirements.txt instead: the same lock plus PyTorch's CPU wheel index.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -12,21 +13,23 @@ LAB_ARGS ?=
 .PHONY: lab test setup course notebooks bench lock clean help
 
 help:
-	@echo "make lab        open the course in JupyterLab (sets up .venv on first use)"
+	@echo "make lab        open your exercises (exercises/) in JupyterLab (sets up .venv on first use)"
 	@echo "make test       run every test: package tests, notebooks under nbval, browser test"
 	@echo "make course     run every notebook headless; table of time and peak memory vs budget"
 	@echo "make notebooks  re-execute every notebook and save its outputs (after changing code)"
 	@echo "make bench      run the benchmark scripts (results in build/benchmarks/)"
-	@echo "make lock       rewrite binder/requirements.txt from the installed environment"
+	@echo "make lock       rewrite binder/requirements-lock.txt from the installed environment"
 
 setup: $(STAMP)
 
-$(STAMP): binder/requirements.txt pyproject.toml
+LOCK   := binder/requirements-lock.txt
+
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the course environment into $(VENV)/ (first time only: a few minutes)..."
 	# torch first and on its own: an exact version takes the small CPU wheel where one is on disk.
-	$(PY) -m pip install --quiet --disable-pip-version-check "$$(grep -E '^torch==' binder/requirements.txt)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -r binder/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check "$$(grep -E '^torch==' $(LOCK))"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(LOCK)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name sustainlab --display-name "Python (sustainlab)" >/dev/null
 	@touch $(STAMP)
@@ -34,8 +37,16 @@ $(STAMP): binder/requirements.txt pyproject.toml
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Learners work in their own copies: `sustainlab exercises` writes exercises/ (git-ignored) from notebooks/ with the
+# solutions removed, adding notebooks it lacks and never touching one that exists. JupyterLab opens on the welcome
+# exercise with the course's server settings (jupyter-config/); the solutions stay in notebooks/, one folder away.
+COURSE_CONFIG := $(CURDIR)/jupyter-config
+WELCOME       := exercises/00_welcome.ipynb
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+	$(VENV)/bin/sustainlab exercises --src notebooks --dest exercises
+	JUPYTER_CONFIG_PATH="$(COURSE_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(VENV)/bin/jupyter lab \
+	  --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(WELCOME) $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -51,11 +62,11 @@ bench: $(STAMP)
 
 # Keeps the header comment, pins every installed distribution (torch first, without its local +cpu label).
 lock: $(STAMP)
-	@{ grep '^#' binder/requirements.txt; \
+	@{ grep '^#' $(LOCK); \
 	   $(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' | grep -i '^torch=='; \
-	   $(PY) -m pip freeze --exclude-editable | grep -vi '^torch==' | sort -f; } > binder/requirements.txt.new
-	@mv binder/requirements.txt.new binder/requirements.txt
-	@echo "binder/requirements.txt rewritten; review with git diff"
+	   $(PY) -m pip freeze --exclude-editable | grep -vi '^torch==' | sort -f; } > $(LOCK).new
+	@mv $(LOCK).new $(LOCK)
+	@echo "$(LOCK) rewritten; review with git diff"
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,7 +1,13 @@
 """pytest configuration shared by the package tests and the notebooks under nbval."""
 
+import os
+
 from sustainlab.nbval_hooks import pytest_collectstart  # noqa: F401  (stderr is not compared)
+from sustainlab.figure_hooks import (  # noqa: F401  (every notebook figure is checked)
+    pytest_configure, pytest_runtest_makereport, pytest_unconfigure)
 from sustainlab.runner import quiet_environment
 
 # Kernels started by nbval inherit this process's environment: no progress bars, quiet codecarbon.
 quiet_environment()
+# The test suite never writes the learner's carbon ledger (in the home directory), whatever the shell says.
+os.environ["SUSTAINLAB_LEDGER"] = "off"

@@ -40,6 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+# The benchmark's blocks are not course work: keep them out of the learner's carbon ledger.
+os.environ.setdefault("SUSTAINLAB_LEDGER", "off")
 
 from sustainlab.energy import _codecarbon, measure  # noqa: E402
 from _results import RESULTS_DIR, write_csv  # noqa: E402  (sibling module: scripts run from this folder)

@@ -12,8 +12,17 @@ Each chapter's ideas live in one module, imported explicitly so that ``import su
 - ``sustainlab.energy``      chapter 5, measuring energy and carbon
 - ``sustainlab.datasets``    offline loaders for the course's datasets
 - ``sustainlab.chapters``    the table mapping chapter → notebook → module
+- ``sustainlab.figures``     readability checks for the figures the notebooks draw
 """
+
+import os as _os
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+# Under the test suite, notebook kernels check every figure they render (sustainlab.figures, figure_hooks).
+if _os.environ.get("SUSTAINLAB_FIGURE_LOG"):
+    from .figures import record_problems as _record_problems
+
+    _record_problems(_os.environ["SUSTAINLAB_FIGURE_LOG"])

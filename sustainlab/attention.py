@@ -41,6 +41,8 @@ __all__ = [
     "online_softmax_update",
     "attention_flops",
     "attention_memory_bytes",
+    "block_flops_per_token",
+    "attention_crossover_length",
     "MultiHeadAttention",
     "TransformerBlock",
     "TinyTransformer",
@@ -742,3 +744,51 @@ def sdpa_kernel_used(q, k, v, is_causal=False) -> str:
         except RuntimeError:
             continue
     return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Where the quadratic term matters: attention scores against the dense matrix products of a whole block
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def block_flops_per_token(d_model, n_ctx, *, d_ff=None, causal=False) -> dict[str, int]:
+    """Forward FLOPs per token of one standard Transformer block, split into dense products and attention scores.
+
+    ``"dense"`` counts the matrix products with the weights: Q, K, V and output projections (``4·d²`` weights) and the
+    two feed-forward layers (``2·d·d_ff``), at 2 FLOPs per weight per token, i.e. ``24·d²`` for the usual
+    ``d_ff = 4·d``. ``"attention"`` counts the two products with other tokens, Q·Kᵀ and P·V: ``4·n_ctx·d`` per token
+    (the per-token share of :func:`attention_flops`, summed over heads), halved when ``causal`` (on average a token
+    sees half the context). This is the split of Kaplan et al. (2020), *Scaling Laws for Neural Language Models*,
+    Table 1, whose causal count is ``2·n_layer·n_ctx·d`` against ``2·N`` for the weights. Biases, normalisation,
+    softmax and embeddings are left out.
+
+    Examples
+    --------
+    >>> block_flops_per_token(8, 48)
+    {'dense': 1536, 'attention': 1536}
+    >>> block_flops_per_token(8, 48, causal=True)["attention"]
+    768
+    """
+    d = check_scalar(d_model, "d_model", min_value=1, integer=True)
+    n = check_scalar(n_ctx, "n_ctx", min_value=1, integer=True)
+    ff = 4 * d if d_ff is None else check_scalar(d_ff, "d_ff", min_value=1, integer=True)
+    attention = 4 * n * d
+    return {"dense": 2 * (4 * d * d + 2 * d * ff), "attention": attention // 2 if causal else attention}
+
+
+def attention_crossover_length(d_model, *, d_ff=None, causal=False) -> float:
+    """Context length at which the attention-score FLOPs of a block equal its dense FLOPs (see
+    :func:`block_flops_per_token`): ``6·d_model`` for ``d_ff = 4·d_model``, twice that when ``causal``.
+
+    Below it the weights' matrix products dominate the compute; above it the N² term does.
+
+    Examples
+    --------
+    >>> attention_crossover_length(768)
+    4608.0
+    >>> attention_crossover_length(768, causal=True)
+    9216.0
+    """
+    flops = block_flops_per_token(d_model, 1, d_ff=d_ff, causal=False)
+    per_token_of_context = flops["attention"] / (2 if causal else 1)
+    return flops["dense"] / per_token_of_context

@@ -32,3 +32,16 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(6, "privacy", "Privacy, measured: encryption, anonymisation, differential privacy, federated learning",
             "privacy"),
 )
+
+#: The first code cell of every notebook. Plain Python: in a kernel without the course's packages (the generic
+#: "Python 3" of another installation) it stops Run All with one line that says what to do, instead of
+#: ``No module named 'sustainlab'`` at the first import. ``tests/test_layout.py`` checks every notebook starts with it.
+KERNEL_CHECK_CELL = """\
+# Is this notebook running in the course's kernel? (If not, this cell says what to do.)
+try:
+    import sustainlab  # noqa: F401
+except ModuleNotFoundError:
+    raise ModuleNotFoundError(
+        "This notebook needs the course's packages: switch the kernel to Python (sustainlab) "
+        "(Kernel → Change Kernel…), then run the notebook again from the top."
+    ) from None"""

@@ -36,6 +36,9 @@ from .validation import check_option, check_scalar
 
 __all__ = [
     "DEFAULT_COUNTRY",
+    "WORLD",
+    "set_location",
+    "location",
     "Measurement",
     "measure",
     "carbon_intensity",
@@ -52,15 +55,36 @@ __all__ = [
     "distillation_loss",
     "pack_distillation_targets",
     "training_flops",
+    "split_validation",
+    "SealedData",
     "LeverRun",
+    "LeverData",
+    "train_to_target",
     "run_training",
+    "training_config",
+    "choose_lr",
     "lever_table",
     "plot_energy_vs_accuracy",
+    "inference_config",
+    "quantize_int8",
+    "prune_magnitude",
+    "model_bytes",
+    "accuracy",
 ]
 
-#: Default country for the grid's carbon intensity: France (≈ 56 g CO₂e/kWh in codecarbon's bundled data), where the
-#: course was written. Pass ``country_iso_code=`` (ISO 3166-1 alpha-3, e.g. ``"DEU"``, ``"USA"``) for yours.
-DEFAULT_COUNTRY = "FRA"
+#: Pseudo country code for the world-average grid, the default until the learner says where they compute.
+WORLD = "WORLD"
+
+#: Default grid: the **world average**, because the course cannot know where a learner computes and a single
+#: country's figure would be wrong for most of them (France's, the previous default, is among the cleanest grids, so
+#: it understated most learners' emissions several-fold). The figure is the one codecarbon bundles for its own
+#: fallback: 475 g CO₂e/kWh, from the IEA *Global Energy & CO2 Status Report 2019* (2018 data). Set your own grid
+#: once per session with :func:`set_location` or the ``SUSTAINLAB_COUNTRY`` / ``SUSTAINLAB_PUE`` environment variables.
+DEFAULT_COUNTRY = WORLD
+
+#: Environment variables read by :func:`location` when :func:`set_location` was not called.
+COUNTRY_ENV = "SUSTAINLAB_COUNTRY"
+PUE_ENV = "SUSTAINLAB_PUE"
 
 #: codecarbon's sampling interval in seconds. Shorter than its default of 15 s so that a notebook-sized block (a few
 #: seconds) gets several power samples; the tracker also measures once more when it stops, so blocks shorter than
@@ -92,10 +116,22 @@ def _energy_mix() -> dict:
     return DataSource().get_global_energy_mix_data()
 
 
-def _check_country(country_iso_code) -> str:
+@functools.lru_cache(maxsize=1)
+def _world_average() -> tuple[float, str]:
+    """codecarbon's bundled world-average intensity (g/kWh) and the source it names."""
+    _codecarbon()
+    from codecarbon.input import DataSource
+
+    data = DataSource().get_carbon_intensity_per_source_data()
+    return float(data["world_average"]), str(data.get("world_average_source", "codecarbon's bundled data"))
+
+
+def _check_country(country_iso_code, name: str = "country_iso_code") -> str:
     if not isinstance(country_iso_code, str):
-        raise TypeError(f"country_iso_code must be a 3-letter ISO code such as 'FRA', got {country_iso_code!r}.")
+        raise TypeError(f"{name} must be a 3-letter ISO code such as 'FRA', got {country_iso_code!r}.")
     code = country_iso_code.strip().upper()
+    if code == WORLD:
+        return code
     mix = _energy_mix()
     if code not in mix:
         import difflib
@@ -105,21 +141,115 @@ def _check_country(country_iso_code) -> str:
         close = [guess] if guess else difflib.get_close_matches(code, list(mix), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
-            f"Unknown country_iso_code {country_iso_code!r}: codecarbon's bundled data has no grid carbon intensity "
-            f"for it. Use a 3-letter ISO 3166-1 code such as 'FRA', 'DEU' or 'USA'.{hint}"
+            f"Unknown {name} {country_iso_code!r}: codecarbon's bundled data has no grid carbon intensity "
+            f"for it. Use a 3-letter ISO 3166-1 code such as 'FRA', 'DEU' or 'USA', or 'WORLD' for the world "
+            f"average.{hint}"
         )
     return code
 
 
-def carbon_intensity(country_iso_code: str = DEFAULT_COUNTRY) -> float:
+# The learner's location, once set with set_location(); None means "not set here: look at the environment".
+_LOCATION: dict[str, Any] = {"country_iso_code": None, "pue": None}
+
+
+def set_location(country_iso_code: str | None = None, *, pue: float | None = None) -> dict:
+    """Say once where you compute: every later :func:`measure` (every chapter's energy box) uses this grid and PUE.
+
+    Parameters
+    ----------
+    country_iso_code : str, optional
+        ISO 3166-1 alpha-3 code of your country (``"DEU"``, ``"USA"``, ``"IND"``, ...), or ``"WORLD"`` for the world
+        average. ``None`` leaves the country as it is.
+    pue : float, optional
+        Power usage effectiveness of where the computer runs, ≥ 1 (1.0 for a laptop or desktop at home).
+
+    Returns
+    -------
+    dict
+        The location now in force, as :func:`location` gives it.
+
+    Raises
+    ------
+    ValueError
+        A country code codecarbon has no data for, or ``pue < 1``.
+
+    Notes
+    -----
+    This lasts for the Python session (the notebook's kernel). To set it for every notebook at once, set the
+    environment variables ``SUSTAINLAB_COUNTRY`` and ``SUSTAINLAB_PUE`` before starting JupyterLab, e.g.
+    ``SUSTAINLAB_COUNTRY=DEU make lab``. An explicit ``measure(country_iso_code=..., pue=...)`` still wins.
+
+    Examples
+    --------
+    >>> set_location("DEU", pue=1.0)["country_iso_code"]
+    'DEU'
+    >>> _ = set_location("WORLD")
+    """
+    if country_iso_code is not None:
+        _LOCATION["country_iso_code"] = _check_country(country_iso_code)
+    if pue is not None:
+        _LOCATION["pue"] = check_scalar(pue, "pue", min_value=1.0)
+    return location()
+
+
+def location() -> dict:
+    """The grid and PUE :func:`measure` uses when not told: from :func:`set_location`, else the environment, else
+    the defaults (world average, PUE 1).
+
+    Returns a dict with ``country_iso_code``, ``pue`` and ``source`` (where each came from).
+
+    Raises
+    ------
+    ValueError
+        If ``SUSTAINLAB_COUNTRY`` or ``SUSTAINLAB_PUE`` holds a value that is not a known country code / a number ≥ 1.
+    """
+    sources = []
+    country = _LOCATION["country_iso_code"]
+    if country is not None:
+        sources.append("country from set_location()")
+    elif os.environ.get(COUNTRY_ENV, "").strip():
+        country = _check_country(os.environ[COUNTRY_ENV], COUNTRY_ENV)
+        sources.append(f"country from {COUNTRY_ENV}")
+    else:
+        country = DEFAULT_COUNTRY
+        sources.append("country not set: world average")
+    pue = _LOCATION["pue"]
+    if pue is not None:
+        sources.append("PUE from set_location()")
+    elif os.environ.get(PUE_ENV, "").strip():
+        raw = os.environ[PUE_ENV].strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{PUE_ENV} must be a number >= 1 (e.g. 1.0 at home), got {raw!r}.") from None
+        pue = check_scalar(value, PUE_ENV, min_value=1.0)
+        sources.append(f"PUE from {PUE_ENV}")
+    else:
+        pue = 1.0
+        sources.append("PUE not set: 1.0")
+    return {"country_iso_code": country, "pue": pue, "source": "; ".join(sources)}
+
+
+def _grid_name(code: str) -> str:
+    return "World average" if code == WORLD else _energy_mix()[code].get("country_name", code)
+
+
+def _grid_source(code: str) -> str:
+    if code == WORLD:
+        return "IEA Global Energy & CO2 Status Report 2019, bundled with codecarbon"
+    return f"{_energy_mix()[code].get('year', '?')} yearly average, codecarbon's bundled data"
+
+
+def carbon_intensity(country_iso_code: str | None = None) -> float:
     """Average carbon intensity of a country's electricity grid, in g CO₂e per kWh, from codecarbon's bundled data.
 
     Works offline and is deterministic (one yearly figure per country, not the live grid).
 
     Parameters
     ----------
-    country_iso_code : str, default "FRA"
-        ISO 3166-1 alpha-3 code.
+    country_iso_code : str, optional
+        ISO 3166-1 alpha-3 code, or ``"WORLD"`` for the world average (:data:`DEFAULT_COUNTRY`). Default: the
+        country of :func:`location`.
 
     Returns
     -------
@@ -132,10 +262,12 @@ def carbon_intensity(country_iso_code: str = DEFAULT_COUNTRY) -> float:
 
     Examples
     --------
-    >>> round(carbon_intensity("FRA"))
-    56
+    >>> round(carbon_intensity("FRA")), round(carbon_intensity("WORLD"))
+    (56, 475)
     """
-    code = _check_country(country_iso_code)
+    code = location()["country_iso_code"] if country_iso_code is None else _check_country(country_iso_code)
+    if code == WORLD:
+        return _world_average()[0]
     from codecarbon.core.emissions import Emissions
 
     return float(Emissions._global_energy_mix_to_emissions_rate(_energy_mix()[code]).kgs_per_kWh * 1000)
@@ -191,12 +323,20 @@ class Measurement:
     carbon_intensity_g_per_kwh: float = _NAN
     method: dict = field(default_factory=dict)
     finished: bool = False
+    #: One line saying what the figure is on this machine, e.g. "estimate: CPU 2 threads × 4 W assumed × load,
+    #: RAM 10 W assumed, no sensor".
+    basis: str = ""
+    #: The grid that turned kWh into CO₂e, e.g. "Germany grid, 381 g/kWh (2023 yearly average, codecarbon's data)".
+    grid: str = ""
+
+    def _tracked(self) -> dict[str, str]:
+        return {k: v for k, v in self.method.items() if k in ("cpu", "gpu", "ram") and not v.startswith("none")}
 
     @property
     def estimated(self) -> bool:
-        """True when any energy figure comes from a power model rather than a sensor."""
-        parts = [v for k, v in self.method.items() if k in ("cpu", "gpu", "ram")]
-        return not parts or any(not v.startswith("sensor") for v in parts if not v.startswith("none"))
+        """True unless every tracked part (CPU, GPU, RAM) was read from a sensor; also True when none was tracked."""
+        tracked = self._tracked()
+        return not tracked or any(not v.startswith("sensor") for v in tracked.values())
 
     @property
     def sensor_parts(self) -> list[str]:
@@ -204,7 +344,9 @@ class Measurement:
         return [k for k in ("cpu", "gpu", "ram") if self.method.get(k, "").startswith("sensor")]
 
     def how(self) -> str:
-        """One phrase saying how the energy was obtained: estimated, partly measured, or measured."""
+        """One phrase saying how the energy was obtained: estimated, partly measured, measured, or not at all."""
+        if not self._tracked():
+            return "NOTHING MEASURED (no CPU, GPU or RAM was tracked)"
         sensors = self.sensor_parts
         if not self.estimated:
             return "measured by sensors"
@@ -212,6 +354,16 @@ class Measurement:
             return "ESTIMATE (no power sensor readable here)"
         estimated = [k.upper() for k in ("cpu", "gpu", "ram") if self.method.get(k, "").startswith("estimate")]
         return f"PARTLY MEASURED: {'/'.join(k.upper() for k in sensors)} from a sensor, {'/'.join(estimated)} estimated"
+
+    def shares(self) -> dict[str, float]:
+        """Each part's **share of the energy** (not its utilisation), e.g. ``{"CPU": 0.21, "RAM": 0.79}``.
+
+        GPU is left out when it used nothing. Empty when the energy is unknown or zero.
+        """
+        if not (math.isfinite(self.energy_kwh) and self.energy_kwh > 0):
+            return {}
+        parts = {"CPU": self.cpu_energy_kwh, "GPU": self.gpu_energy_kwh, "RAM": self.ram_energy_kwh}
+        return {name: kwh / self.energy_kwh for name, kwh in parts.items() if kwh > 0 or name != "GPU"}
 
     @property
     def average_power_w(self) -> float:
@@ -234,31 +386,22 @@ class Measurement:
         return out
 
     def summary(self) -> str:
-        """A few human-readable lines: time, energy and its split, CO₂e, and whether the figures are estimates."""
+        """A few human-readable lines: time, energy, what the figure is, each part's share of it, CO₂e and its grid."""
         if not self.finished:
             return f"{self.label}: still running (the figures are filled in when the block ends)."
         if not math.isfinite(self.energy_kwh):
             return f"{self.label}: {self.duration_s:.2f} s; energy unavailable ({self.method.get('error', '?')})."
-        parts = [
-            f"{name} {share:.0%}"
-            for name, share in (
-                ("CPU", self.cpu_energy_kwh / self.energy_kwh if self.energy_kwh else 0.0),
-                ("GPU", self.gpu_energy_kwh / self.energy_kwh if self.energy_kwh else 0.0),
-                ("RAM", self.ram_energy_kwh / self.energy_kwh if self.energy_kwh else 0.0),
-            )
-            if share > 0 or name != "GPU"
-        ]
-        kind = self.how()
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in self.shares().items())
+        kind, _, detail = (self.basis or self.how()).partition(": ")
         lines = [
             f"{self.label}: {self.duration_s:.2f} s, {_fmt_energy(self.energy_kwh)} "
-            f"(≈ {self.average_power_w:.1f} W on average; {', '.join(parts)})",
-            f"  {_fmt_mass(self.emissions_kg)} CO₂e at {self.carbon_intensity_g_per_kwh:.0f} g/kWh "
-            f"({self.country_name or self.country_iso_code} grid), PUE {self.pue:g}",
-            f"  how: {kind}",
+            f"(≈ {self.average_power_w:.1f} W on average)",
+            f"  what this is: {kind.upper()}: {detail}" if detail else f"  what this is: {kind}",
+            f"  share of the energy: {shares or 'none'}",
+            f"  {_fmt_mass(self.emissions_kg)} CO₂e on the {self.grid or self.country_name + ' grid'}, PUE {self.pue:g}",
         ]
-        for part in ("cpu", "gpu", "ram"):
-            if part in self.method:
-                lines.append(f"    {part.upper()}: {self.method[part]}")
+        if self.country_iso_code == WORLD:
+            lines.append("  (your grid is not set: energy.set_location('DEU', pue=1.0) or SUSTAINLAB_COUNTRY=DEU)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -323,6 +466,44 @@ def _describe_hardware(tracker) -> dict[str, str]:
     return method
 
 
+def _basis(tracker, m: Measurement, data=None) -> str:
+    """The one line of :attr:`Measurement.basis`: which figures were assumed and which read, with the numbers used."""
+    try:
+        from codecarbon.core.cpu import DEFAULT_POWER_PER_CORE as per_thread
+    except ImportError:  # pragma: no cover - older codecarbon
+        per_thread = 4
+    parts = []
+    order = {"CPU": 0, "GPU": 1, "RAM": 2}
+    for hw in sorted(getattr(tracker, "_hardware", []), key=lambda hw: order.get(type(hw).__name__, 3)):
+        kind = type(hw).__name__
+        if kind == "CPU":
+            mode, tdp, threads = getattr(hw, "_mode", "?"), getattr(hw, "_tdp", None), getattr(hw, "_cpu_count", None)
+            if mode in _CPU_SENSOR_MODES:
+                parts.append(f"CPU read from {_CPU_SENSOR_MODES[mode]}")
+            elif tdp is not None and threads and tdp == threads * per_thread:
+                parts.append(f"CPU {threads} threads × {per_thread:g} W assumed × load")
+            elif mode == "constant":
+                parts.append(f"CPU {tdp} W TDP assumed × constant share")
+            else:
+                parts.append(f"CPU {tdp} W TDP of {getattr(hw, '_model', 'this CPU')} assumed × load")
+        elif kind == "GPU":
+            parts.append("GPU read from NVML (whole device)")
+        elif kind == "RAM":
+            # codecarbon's own RAM power (W, PUE included): our block's duration can be shorter than the span
+            # codecarbon's energy covers (from the tracker's start), so energy / duration would overstate it.
+            reported = getattr(data, "ram_power", None)
+            if reported is not None and math.isfinite(float(reported)):
+                watts = float(reported) / m.pue
+            else:
+                watts = m.ram_energy_kwh * 3.6e6 / m.pue / m.duration_s if m.duration_s > 0 else _NAN
+            parts.append(f"RAM {watts:.0f} W assumed" if math.isfinite(watts) else "RAM assumed")
+    if not parts:
+        return "nothing measured: codecarbon tracked no CPU, GPU or RAM"
+    if not m.sensor_parts:
+        return f"estimate: {', '.join(parts)}, no sensor"
+    return f"{'measured' if not m.estimated else 'partly measured'}: {', '.join(parts)}"
+
+
 def _stop_tracker(tracker):
     """Stop a tracker and make sure its background threads are gone, whatever codecarbon's stop() swallowed."""
     import threading
@@ -351,6 +532,20 @@ def _stop_tracker(tracker):
     return getattr(tracker, "final_emissions_data", None)
 
 
+# Measurements whose block is running in this process, outermost first (to keep nested blocks out of the ledger).
+_ACTIVE: list[Measurement] = []
+
+
+def _record_in_ledger(measurement: Measurement) -> None:
+    from . import ledger
+
+    try:
+        ledger.record(measurement)
+    except ledger.LedgerError as error:
+        # The measurement itself is kept (the caller has it); only its copy in the ledger could not be written.
+        warnings.warn(str(error), RuntimeWarning, stacklevel=3)
+
+
 class Meter:
     """What :func:`measure` returns: a context manager and a decorator. Use :func:`measure` to create one."""
 
@@ -358,8 +553,8 @@ class Meter:
         self,
         label: str,
         *,
-        country_iso_code: str,
-        pue: float,
+        country_iso_code: str | None,
+        pue: float | None,
         carbon_intensity_g_per_kwh: float | None,
         tracking_mode: str,
         interval_s: float,
@@ -368,8 +563,10 @@ class Meter:
         if not isinstance(label, str):
             raise TypeError(f"label must be a string, got {type(label).__name__}.")
         self.label = label
-        self.country_iso_code = _check_country(country_iso_code)
-        self.pue = check_scalar(pue, "pue", min_value=1.0)
+        where = location() if country_iso_code is None or pue is None else {}
+        self.country_iso_code = _check_country(where["country_iso_code"] if country_iso_code is None
+                                               else country_iso_code)
+        self.pue = check_scalar(where["pue"] if pue is None else pue, "pue", min_value=1.0)
         self.forced_intensity = (
             None
             if carbon_intensity_g_per_kwh is None
@@ -390,8 +587,10 @@ class Meter:
         codecarbon = _codecarbon()
         from codecarbon.output_methods.base_output import OutputMethod
 
+        world = self.country_iso_code == WORLD
         kwargs: dict[str, Any] = dict(
-            country_iso_code=self.country_iso_code,
+            # codecarbon has no world entry: any country will do, its intensity is replaced just below.
+            country_iso_code="USA" if world else self.country_iso_code,
             pue=self.pue,
             measure_power_secs=self.interval_s,
             tracking_mode=self.tracking_mode,
@@ -404,18 +603,20 @@ class Meter:
         )
         if self.output_dir is not None:
             kwargs["output_dir"] = str(self.output_dir)
-        if self.forced_intensity is not None:
-            kwargs["force_carbon_intensity_g_co2e_kwh"] = self.forced_intensity
+        if self.forced_intensity is not None or world:
+            kwargs["force_carbon_intensity_g_co2e_kwh"] = (
+                self.forced_intensity if self.forced_intensity is not None else _world_average()[0]
+            )
         return codecarbon.OfflineEmissionsTracker(**kwargs)
 
     def __enter__(self) -> Measurement:
-        country = _energy_mix()[self.country_iso_code]
         measurement = Measurement(
             label=self.label,
             country_iso_code=self.country_iso_code,
             pue=self.pue,
-            country_name=country.get("country_name", self.country_iso_code),
+            country_name=_grid_name(self.country_iso_code),
         )
+        _ACTIVE.append(measurement)
         tracker = self._tracker()
         tracker.start()
         if getattr(tracker, "_start_time", None) is None:
@@ -447,14 +648,21 @@ class Meter:
         if self.forced_intensity is not None:
             measurement.carbon_intensity_g_per_kwh = self.forced_intensity
             measurement.method["carbon_intensity"] = "given: carbon_intensity_g_per_kwh argument"
+            source = "given by the caller"
         else:
             measurement.carbon_intensity_g_per_kwh = carbon_intensity(self.country_iso_code)
-            year = _energy_mix()[self.country_iso_code].get("year", "?")
-            measurement.method["carbon_intensity"] = (
-                f"estimate: yearly average of the {measurement.country_name} grid ({year}, codecarbon's bundled data)"
-            )
+            source = _grid_source(self.country_iso_code)
+            measurement.method["carbon_intensity"] = f"estimate: {measurement.country_name} grid ({source})"
+        measurement.grid = (
+            f"{measurement.country_name} grid, {measurement.carbon_intensity_g_per_kwh:.0f} g/kWh ({source})"
+        )
+        measurement.basis = _basis(tracker, measurement, data) if tracker is not None else "no figure: tracker failed"
         measurement.finished = True
         self.measurements.append(measurement)
+        _ACTIVE[:] = [m for m in _ACTIVE if m is not measurement]  # by identity: equal fields are not the same block
+        if not _ACTIVE:
+            # Only outermost blocks go to the ledger: an inner block's energy is already in its outer one's.
+            _record_in_ledger(measurement)
         return False  # an exception in the block propagates
 
     def __call__(self, func: Callable) -> Callable:
@@ -470,8 +678,8 @@ class Meter:
 def measure(
     label: str = "run",
     *,
-    country_iso_code: str = DEFAULT_COUNTRY,
-    pue: float = 1.0,
+    country_iso_code: str | None = None,
+    pue: float | None = None,
     carbon_intensity_g_per_kwh: float | None = None,
     tracking_mode: str = "process",
     interval_s: float = DEFAULT_INTERVAL_S,
@@ -484,14 +692,19 @@ def measure(
     exception propagates). Also a decorator: ``@measure("train")`` measures every call, kept in
     ``func.meter.measurements``.
 
+    Each outermost block also adds a row to the learner's carbon ledger (:mod:`sustainlab.ledger`), unless
+    ``SUSTAINLAB_LEDGER=off`` (as under the test suite, the runners and grading).
+
     Parameters
     ----------
     label : str, default "run"
         Name shown in summaries and comparison tables.
-    country_iso_code : str, default "FRA"
-        Country whose grid carbon intensity turns kWh into CO₂e (ISO 3166-1 alpha-3), from codecarbon's offline data.
-    pue : float, default 1.0
-        Power Usage Effectiveness of the building: total facility energy / computing energy, ≥ 1. 1.0 means
+    country_iso_code : str, optional
+        Country whose grid carbon intensity turns kWh into CO₂e (ISO 3166-1 alpha-3, or ``"WORLD"``), from
+        codecarbon's offline data. Default: :func:`location` (set once with :func:`set_location` or
+        ``SUSTAINLAB_COUNTRY``; the world average until then).
+    pue : float, optional
+        Default: :func:`location` (``SUSTAINLAB_PUE``, else 1.0). Power Usage Effectiveness of the building: total facility energy / computing energy, ≥ 1. 1.0 means
         "computing only" (a laptop); hyperscale data centres report about 1.1, typical ones 1.5–1.6.
     carbon_intensity_g_per_kwh : float, optional
         Override the country's average (e.g. with a live figure from your grid operator).
@@ -523,7 +736,7 @@ def measure(
     >>> with measure("sum") as m:
     ...     _ = sum(range(1000))
     >>> m.finished, m.country_iso_code
-    (True, 'FRA')
+    (True, 'WORLD')
     """
     return Meter(
         label,
@@ -551,7 +764,7 @@ def how_energy_is_measured() -> str:
     else:
         verdict = "Energy figures on this machine are ESTIMATES from power models (no sensor readable)."
     details = [f"  {part.upper()}: {m.method[part]}" for part in ("cpu", "gpu", "ram")]
-    return "\n".join([verdict, *details])
+    return "\n".join([verdict, *details, f"  in one line: {m.basis}", f"  grid: {m.grid}"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -691,10 +904,10 @@ PUBLISHED_ESTIMATES: tuple[PublishedEstimate, ...] = (
         device_power_w=1515.43,
         pue=1.58,
         carbon_intensity_kg_per_kwh=0.954 / _LBS_PER_KG,  # 0.954 lbs/kWh, the US average (EPA 2018)
-        published_energy_kwh=None,
+        published_energy_kwh=201,  # Table 3's "kWh·PUE" column: the energy with the PUE of 1.58 included
         published_emissions_kg=192 / _LBS_PER_KG,
         rel_tol=0.005,
-        note="8 P100 GPUs; 1,515.43 W measured for CPU + DRAM + GPUs; 192 lbs CO₂e.",
+        note="8 P100 GPUs; 1,515.43 W measured for CPU + DRAM + GPUs; 201 kWh·PUE; 192 lbs CO₂e.",
     ),
     PublishedEstimate(
         name="BLOOM (176B), dynamic",
@@ -858,7 +1071,7 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
     >>> float(loss_fn(teacher, (y, teacher))) < float(loss_fn(-teacher, (y, teacher)))
     True
 
-    Taught in ``notebooks/05_energy.ipynb``, *Does a small student taught by a large teacher save energy?*
+    Taught in ``notebooks/05_energy.ipynb`` (*Does distillation save energy?*).
     """
     import torch.nn.functional as F
 
@@ -918,18 +1131,108 @@ def _dense_training_flops(n_params: int, samples: int) -> float:
     return 6.0 * n_params * samples
 
 
+def split_validation(X, y, *, fraction: float = 0.2, random_state: int = 0):
+    """Split a validation set off the training data, stratified by class and seeded: ``(X_fit, y_fit, X_val, y_val)``.
+
+    The stopping rule and every choice (learning rate, target) are made on the validation set, so the test set stays
+    unseen until the one final evaluation (chapter 03's rule against leakage).
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not strictly between 0 and 1, or ``X`` and ``y`` differ in length.
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    fraction = check_scalar(fraction, "fraction", min_value=0.0, max_value=1.0, include_min=False,
+                            include_max=False)
+    if len(X) != len(y):
+        raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}.")
+    fit, val = train_test_split(np.arange(len(y)), test_size=fraction, random_state=random_state,
+                                stratify=np.asarray(y))
+    return X[fit], y[fit], X[val], y[val]
+
+
+class SealedData:
+    """Batches that cannot be iterated until :meth:`unseal`: the proof that a test set is seen once, after training.
+
+    Examples
+    --------
+    >>> test = SealedData([("x", "y")])
+    >>> list(test)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: The test set was iterated before training stopped. Stop on the validation set; evaluate on the test set once, at the end.
+    >>> list(test.unseal()), test.times_iterated
+    ([('x', 'y')], 1)
+    """
+
+    def __init__(self, data):
+        self._data = data
+        self.sealed = True
+        self.times_iterated = 0
+
+    def unseal(self) -> "SealedData":
+        self.sealed = False
+        return self
+
+    def __iter__(self):
+        if self.sealed:
+            raise RuntimeError("The test set was iterated before training stopped. Stop on the validation set; "
+                               "evaluate on the test set once, at the end.")
+        self.times_iterated += 1
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _StepChunks:
+    """``n`` batches at a time from ``data``, cycling through its epochs, so that ``optim.train``'s per-"epoch" hooks
+    (evaluation, ``stop_when``) run every ``n`` batches instead of at epoch ends."""
+
+    def __init__(self, data, n: int):
+        self.data, self.n, self._it = data, n, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            if self._it is None:
+                self._it = iter(self.data)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it = iter(self.data)
+                batch = next(self._it)
+            yield batch
+
+
 @dataclass
 class LeverRun:
-    """One measured training run of the lever experiments."""
+    """One training run of the lever experiments: stopped on validation, then evaluated once on the test set."""
 
     label: str
-    measurement: Measurement
     history: Any
     n_params: int
+    test_accuracy: float
+    reached_target: bool
+    eval_every: int
+    measurement: Measurement | None = None
     model: Any = field(default=None, repr=False)
 
     @property
-    def eval_accuracy(self) -> float:
+    def steps(self) -> int:
+        return self.history.optimizer_steps
+
+    @property
+    def samples(self) -> int:
+        return self.history.samples_seen
+
+    @property
+    def val_accuracy(self) -> float:
         return float(self.history.eval_accuracy[-1])
 
     @property
@@ -937,84 +1240,372 @@ class LeverRun:
         return _dense_training_flops(self.n_params, self.history.samples_seen)
 
 
-def run_training(
-    label: str,
+def train_to_target(
     model,
     train_data,
-    eval_data,
+    val_data,
+    test_data=None,
     *,
     lr: float = 1e-3,
-    epochs: int = 30,
     target_accuracy: float | None = None,
+    eval_every: int = 10,
+    max_steps: int = 1000,
     precision: str = "fp32",
     accumulation_steps: int = 1,
     loss_fn: Callable | None = None,
     device=None,
-    **measure_kwargs,
+    label: str = "run",
 ) -> LeverRun:
-    """Train ``model`` with Adam through :func:`sustainlab.optim.train` inside :func:`measure`.
+    """Train with Adam until **validation** accuracy reaches ``target_accuracy`` (checked every ``eval_every``
+    optimizer steps) or ``max_steps``; then evaluate on ``test_data`` once.
 
-    With ``target_accuracy``, training stops after the first epoch whose eval accuracy reaches it (early stopping);
-    otherwise it runs all ``epochs``.
+    Parameters
+    ----------
+    model : torch.nn.Module
+    train_data, val_data : iterables of (inputs, targets)
+        ``val_data`` is evaluated every ``eval_every`` steps; it decides when to stop.
+    test_data : iterable, optional
+        Evaluated once, after training stopped (a :class:`SealedData` is unsealed then, and raises if anything
+        iterates it earlier). Without it ``test_accuracy`` is NaN.
+    lr : float, default 1e-3
+    target_accuracy : float in [0, 1], optional
+        Validation accuracy at which to stop; ``None`` trains all ``max_steps``.
+    eval_every : int, default 10
+        Optimizer steps between two checks of the stopping rule.
+    max_steps : int, default 1000
+        Budget in optimizer steps (rounded up to a multiple of ``eval_every``).
+    precision, accumulation_steps, loss_fn, device
+        As for :func:`sustainlab.optim.train`.
+
+    Returns
+    -------
+    LeverRun
+
+    Raises
+    ------
+    ValueError
+        Bad ``eval_every``, ``max_steps``, ``target_accuracy`` or ``lr``.
     """
     import torch
 
-    from .optim import train
+    from .optim import _evaluate, train
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    lr = check_scalar(lr, "lr", min_value=0.0, include_min=False)
+    eval_every = check_scalar(eval_every, "eval_every", min_value=1, integer=True)
+    max_steps = check_scalar(max_steps, "max_steps", min_value=1, integer=True)
+    accumulation_steps = check_scalar(accumulation_steps, "accumulation_steps", min_value=1, integer=True)
     stop_when = None
     if target_accuracy is not None:
         target_accuracy = check_scalar(target_accuracy, "target_accuracy", min_value=0.0, max_value=1.0)
         stop_when = lambda h: h.eval_accuracy[-1] >= target_accuracy  # noqa: E731
-    with measure(label, **measure_kwargs) as m:
-        history = train(
-            model, train_data, optimizer, epochs, loss_fn=loss_fn, device=device, accumulation_steps=accumulation_steps,
-            precision=precision, eval_data=eval_data, stop_when=stop_when, desc=label,
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    chunks = _StepChunks(train_data, eval_every * accumulation_steps)
+    history = train(
+        model, chunks, optimizer, math.ceil(max_steps / eval_every), loss_fn=loss_fn, device=device,
+        accumulation_steps=accumulation_steps, precision=precision, eval_data=val_data, stop_when=stop_when,
+        desc=label,
+    )
+    reached = target_accuracy is not None and history.eval_accuracy[-1] >= target_accuracy
+    test_accuracy = _NAN
+    if test_data is not None:
+        if isinstance(test_data, SealedData):
+            test_data.unseal()
+        device = next(model.parameters()).device
+        _, test_accuracy = _evaluate(model, test_data, torch.nn.functional.cross_entropy, device, precision)
+    return LeverRun(label, history, _n_params(model), float(test_accuracy), bool(reached), eval_every, model=model)
+
+
+def run_training(label: str, model, train_data, val_data, test_data=None, **options) -> LeverRun:
+    """:func:`train_to_target` inside :func:`measure`; the measurement is in ``LeverRun.measurement``.
+
+    ``options`` go to :func:`train_to_target` (``lr``, ``target_accuracy``, ``eval_every``, ...).
+    """
+    with measure(label) as m:
+        run = train_to_target(model, train_data, val_data, test_data, label=label, **options)
+    run.measurement = m
+    return run
+
+
+@dataclass
+class LeverData:
+    """The lever experiments' data: a fit / validation / test split, the validation set cut from the training data."""
+
+    X_fit: Any
+    y_fit: Any
+    X_val: Any
+    y_val: Any
+    X_test: Any
+    y_test: Any
+
+    @classmethod
+    def digits(cls, *, validation_fraction: float = 0.2, random_state: int = 0) -> "LeverData":
+        """scikit-learn's 8×8 digits (offline): chapter 1's train/test split, then a stratified validation split."""
+        from .datasets import load_digits_tensors
+
+        X_train, y_train, X_test, y_test = load_digits_tensors(seed=random_state)
+        X_fit, y_fit, X_val, y_val = split_validation(X_train, y_train, fraction=validation_fraction,
+                                                      random_state=random_state)
+        return cls(X_fit, y_fit, X_val, y_val, X_test, y_test)
+
+    def with_noise(self, std: float, *, seed: int = 0) -> "LeverData":
+        """The same split with seeded Gaussian pixel noise of standard deviation ``std`` added: a new, related task
+        (for "reuse, don't retrain")."""
+        import torch
+
+        std = check_scalar(std, "std", min_value=0.0)
+        generator = torch.Generator().manual_seed(seed)
+        noisy = lambda X: X + std * torch.randn(X.shape, generator=generator)  # noqa: E731
+        return LeverData(noisy(self.X_fit), self.y_fit, noisy(self.X_val), self.y_val, noisy(self.X_test),
+                         self.y_test)
+
+    def val_loader(self):
+        from .optim import make_loader
+
+        return make_loader(self.X_val, self.y_val, len(self.y_val), shuffle=False)
+
+    def sealed_test(self) -> SealedData:
+        from .optim import make_loader
+
+        return SealedData(make_loader(self.X_test, self.y_test, len(self.y_test), shuffle=False))
+
+
+def training_config(
+    data: LeverData,
+    *,
+    hidden: Sequence[int] = (128,),
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    target_accuracy: float | None = None,
+    check_every_samples: int = 320,
+    max_epochs: int = 20,
+    precision: str = "fp32",
+    accumulation_steps: int = 1,
+    targets=None,
+    loss_fn: Callable | None = None,
+    init=None,
+    device=None,
+    label: str = "run",
+) -> Callable[[], LeverRun]:
+    """A function of no arguments that trains one fresh model per call, for :func:`sustainlab.evidence.compare_interleaved`.
+
+    Call ``k`` uses seed ``k`` for the initial weights and the batch order (0, 1, 2, ...), so round ``r`` of an
+    interleaved comparison trains every configuration from the same seed: paired runs, several initialisations.
+
+    The stopping rule is checked every ``check_every_samples`` training samples (``eval_every`` = that many samples
+    in optimizer steps, at least 1), so every batch size is checked equally often in data seen; the budget is
+    ``max_epochs`` epochs of ``data.X_fit``. ``targets`` replaces ``data.y_fit`` (e.g. packed distillation
+    targets); ``init`` is a trained model whose copy is fine-tuned instead of a fresh one ("reuse, don't retrain").
+    """
+    import copy
+
+    from .optim import make_loader, make_mlp
+
+    batch_size = check_scalar(batch_size, "batch_size", min_value=1, integer=True)
+    accumulation_steps = check_scalar(accumulation_steps, "accumulation_steps", min_value=1, integer=True)
+    check_every_samples = check_scalar(check_every_samples, "check_every_samples", min_value=1, integer=True)
+    max_epochs = check_scalar(max_epochs, "max_epochs", min_value=1, integer=True)
+    step_samples = batch_size * accumulation_steps
+    eval_every = max(1, round(check_every_samples / step_samples))
+    max_steps = max_epochs * math.ceil(len(data.y_fit) / step_samples)
+    y = data.y_fit if targets is None else targets
+    calls = iter(range(1 << 30))
+    val = data.val_loader()
+
+    def run() -> LeverRun:
+        seed = next(calls)
+        model = copy.deepcopy(init) if init is not None else make_mlp(tuple(hidden), seed=seed)
+        return train_to_target(
+            model, make_loader(data.X_fit, y, batch_size, seed=seed), val, data.sealed_test(), lr=lr,
+            target_accuracy=target_accuracy, eval_every=eval_every, max_steps=max_steps, precision=precision,
+            accumulation_steps=accumulation_steps, loss_fn=loss_fn, device=device, label=label,
         )
-    return LeverRun(label, m, history, _n_params(model), model)
+
+    return run
 
 
-def lever_table(runs: Sequence[LeverRun], *, reference: str | None = None):
-    """The levers table: epochs, optimizer steps, samples, eval accuracy, seconds, joules, energy ratio.
+def choose_lr(data: LeverData, lrs: Sequence[float] = (1e-3, 3e-3, 1e-2), **options):
+    """The learning rate that reaches the validation target on the fewest training samples (seed 0, no test set).
 
-    ``reference`` names the run the ``energy_vs_ref`` column divides by (the first run by default).
+    ``options`` go to :func:`training_config` and must include ``target_accuracy``. Returns ``(best_lr, table)``,
+    the table with one row per rate: ``lr``, ``reached``, ``samples``, ``val_accuracy``. Ties go to the smaller rate.
+
+    Raises
+    ------
+    ValueError
+        No rates, or no ``target_accuracy``.
     """
     import pandas as pd
 
-    rows = [
-        {
-            "run": r.label,
-            "params": r.n_params,
-            "epochs": r.history.epochs,
-            "steps": r.history.optimizer_steps,
-            "samples": r.history.samples_seen,
-            "eval_acc": r.eval_accuracy,
-            "seconds": r.measurement.duration_s,
-            "energy_J": r.measurement.energy_j,
-            "mJ_per_sample": r.measurement.energy_j * 1000 / max(r.history.samples_seen, 1),
-            "mg_CO2e": r.measurement.emissions_kg * 1e6,
-        }
-        for r in runs
-    ]
+    if not lrs:
+        raise ValueError("lrs must list at least one learning rate.")
+    if options.get("target_accuracy") is None:
+        raise ValueError("choose_lr needs target_accuracy: it picks the rate that reaches it soonest.")
+    rows = []
+    for lr in lrs:
+        run = training_config(data, lr=lr, **options)()
+        rows.append({"lr": lr, "reached": run.reached_target, "samples": run.samples,
+                     "val_accuracy": run.val_accuracy})
     table = pd.DataFrame(rows)
-    ref = table.set_index("run").loc[reference, "energy_J"] if reference else table["energy_J"].iloc[0]
-    table["energy_vs_ref"] = table["energy_J"] / ref
+    reached = table[table["reached"]].sort_values(["samples", "lr"])
+    best = float(reached["lr"].iloc[0]) if len(reached) else float(table.sort_values("val_accuracy").iloc[-1]["lr"])
+    return best, table
+
+
+def lever_table(comparison, *, quality: str = "test_accuracy"):
+    """The lever comparison as one row per configuration: median and range of the test accuracy, steps, energy and
+    time, the paired energy ratio against the reference, and the verdict computed from those ratios.
+
+    ``comparison`` is what :func:`sustainlab.evidence.compare_interleaved` returned for configurations made by
+    :func:`training_config` (their results are :class:`LeverRun`).
+    """
+    import pandas as pd
+
+    from .evidence import spread
+
+    rows = {}
+    for name in comparison.configs:
+        results = comparison.results(name)
+        acc = spread([getattr(r, quality) for r in results])
+        steps = spread([r.steps for r in results])
+        energy_ = comparison.spread(name, "energy_j")
+        seconds = comparison.spread(name, "seconds")
+        ratio = comparison.ratio_spread(name, "energy_j")
+        rows[name] = {
+            "runs": len(results),
+            "reached target": f"{sum(r.reached_target for r in results)}/{len(results)}",
+            "test acc": acc.format(".3f"),
+            "steps": steps.format(".0f"),
+            "seconds": seconds.format(".2f"),
+            "energy J": energy_.format(".2f"),
+            "energy vs ref": ratio.format(".2f", "×"),
+            "verdict": comparison.verdict(name, "energy_j"),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "configuration"
     return table
 
 
-def plot_energy_vs_accuracy(runs: Sequence[LeverRun], ax=None):
-    """Scatter of eval accuracy against measured energy (J), one labelled point per run; returns the Axes."""
+def plot_energy_vs_accuracy(comparison, ax=None, *, quality: str = "test_accuracy",
+                            title: str = "Levers: energy vs test accuracy (median, bars: min–max)"):
+    """Median energy against median test accuracy per configuration, with min–max error bars; returns the Axes."""
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .evidence import spread
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
-    # Runs that stop at the same target accuracy pile up on one line: a legend stays readable where labels would not.
     markers = "osD^v<>Pp*Xh"
-    for i, r in enumerate(runs):
-        ax.scatter(r.measurement.energy_j, r.eval_accuracy, marker=markers[i % len(markers)], s=50, label=r.label,
-                   alpha=0.85)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_xlabel("energy of the training run (J, estimated)")
+    for i, name in enumerate(comparison.configs):
+        e = comparison.spread(name, "energy_j")
+        a = spread([getattr(r, quality) for r in comparison.results(name)])
+        ax.errorbar(e.median, a.median, xerr=np.array([[e.median - e.low], [e.high - e.median]]),
+                    yerr=np.array([[a.median - a.low], [a.high - a.median]]), fmt=markers[i % len(markers)],
+                    capsize=3, label=name, alpha=0.85)
+    ax.set_xlabel(f"energy of one training run (J, {'estimated' if 'ESTIMATE' in comparison.energy_method else 'measured'})")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Levers: energy vs accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
     return ax
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Levers at prediction time: a smaller model, int8 weights, pruned weights
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def accuracy(model, X, y) -> float:
+    """Share of ``X`` that ``model`` classifies as ``y`` (eval mode, no gradients; the mode is restored)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float((model(X).argmax(dim=1) == y).float().mean())
+    finally:
+        model.train(was_training)
+
+
+def inference_config(model, X, *, predictions: int = 50_000) -> Callable[[], int]:
+    """A function of no arguments that predicts ``predictions`` samples with ``model`` (``X`` over and over, in one
+    batch of ``len(X)`` per call), for :func:`sustainlab.evidence.compare_interleaved`; it returns the count.
+
+    Raises
+    ------
+    ValueError
+        If ``predictions`` < 1 or ``X`` is empty.
+    """
+    import torch
+
+    predictions = check_scalar(predictions, "predictions", min_value=1, integer=True)
+    if len(X) == 0:
+        raise ValueError("X must hold at least one sample to predict.")
+    calls = math.ceil(predictions / len(X))
+    model.eval()
+
+    def run() -> int:
+        with torch.inference_mode():
+            for _ in range(calls):
+                model(X)
+        return calls * len(X)
+
+    return run
+
+
+def quantize_int8(model):
+    """A copy of ``model`` whose ``nn.Linear`` layers hold int8 weights (post-training *dynamic* quantisation:
+    activations are quantised on the fly), via ``torch.ao.quantization.quantize_dynamic``. CPU only."""
+    import copy
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch announces the deprecation of its quantized tensor types on every call: a warning for the course's
+        # maintainers (torchao is the successor), not for learners.
+        # torch.ao.quantization itself is deprecated in favour of torchao, which the course does not install.
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
+
+
+def model_bytes(model) -> int:
+    """Size of ``model``'s saved ``state_dict`` in bytes (what storing or shipping the model costs)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def prune_magnitude(model, amount: float = 0.5):
+    """A copy of ``model`` with the ``amount`` share of its ``nn.Linear`` weights of smallest magnitude set to zero
+    (global L1 unstructured pruning, ``torch.nn.utils.prune``, made permanent). Returns ``(model, sparsity)``.
+
+    The weights stay dense tensors: zeros are still multiplied, so without sparse kernels or structured pruning the
+    saving is in model size after compression, not in compute.
+
+    Raises
+    ------
+    ValueError
+        If ``amount`` is not in [0, 1).
+    """
+    import copy
+
+    import torch
+    from torch.nn.utils import prune
+
+    amount = check_scalar(amount, "amount", min_value=0.0, max_value=1.0, include_max=False)
+    pruned = copy.deepcopy(model)
+    layers = [(m, "weight") for m in pruned.modules() if isinstance(m, torch.nn.Linear)]
+    if not layers:
+        raise ValueError("model has no nn.Linear layer to prune.")
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=amount)
+    for module, name in layers:
+        prune.remove(module, name)
+    total = sum(m.weight.numel() for m, _ in layers)
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in layers)
+    return pruned, zeros / total

@@ -742,3 +742,164 @@ def _aggregate(values, agg: str, worst: Callable) -> float:
         return float(np.mean(values))
     defined = [v for v in values if not math.isnan(v)]
     return float(worst(defined)) if defined else math.nan
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Uncertainty of group rates, proxies, and the impossibility results on real data
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bootstrap_group_metric(metric, y_true, y_pred, *, sensitive_features, n_boot=1000, confidence=0.95,
+                           random_state=0) -> pd.DataFrame:
+    """Per-group value of ``metric`` with a seeded percentile-bootstrap confidence interval.
+
+    Rows are resampled with replacement *within each group* (so every replicate keeps the group's size), the metric
+    is recomputed ``n_boot`` times, and the interval is the central ``confidence`` share of the replicates. Small
+    groups get wide intervals: that is the point of showing them.
+
+    Parameters
+    ----------
+    metric : callable ``metric(y_true, y_pred) -> float``
+        E.g. :func:`selection_rate`, :func:`true_positive_rate`.
+    y_true, y_pred : array-like of shape (n,)
+    sensitive_features : array-like or DataFrame
+        As for :func:`group_metrics`; several columns give intersectional groups.
+    n_boot : int, default 1000
+    confidence : float in (0, 1), default 0.95
+    random_state : int, default 0
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by group, columns ``n``, ``estimate``, ``low``, ``high``.
+
+    Examples
+    --------
+    >>> table = bootstrap_group_metric(selection_rate, [0] * 6, [1, 1, 0, 0, 0, 1],
+    ...                                sensitive_features=list("aaabbb"), n_boot=200)
+    >>> table["n"].tolist(), table["estimate"].round(3).tolist()
+    ([3, 3], [0.667, 0.333])
+    >>> bool((table["low"] <= table["estimate"]).all() and (table["estimate"] <= table["high"]).all())
+    True
+    """
+    from .validation import check_scalar
+
+    if not callable(metric):
+        raise TypeError(f"metric must be a function metric(y_true, y_pred), got {type(metric).__name__}.")
+    n_boot = check_scalar(n_boot, "n_boot", min_value=1, integer=True)
+    confidence = check_scalar(confidence, "confidence", min_value=0, max_value=1, include_min=False,
+                              include_max=False)
+    truth, pred = _check_1d(y_true, "y_true"), _check_1d(y_pred, "y_pred")
+    if len(truth) != len(pred):
+        raise ValueError(f"y_true and y_pred must have the same length, got {len(truth)} and {len(pred)}.")
+    groups = _check_groups(sensitive_features)
+    if len(groups) != len(truth):
+        raise ValueError(f"sensitive_features has {len(groups)} rows but y_true has {len(truth)}.")
+    index, codes = _group_codes(groups)
+    rng = np.random.default_rng(random_state)
+    tail = (1 - confidence) / 2
+    rows = []
+    for code in range(len(index)):
+        members = np.flatnonzero(codes == code)
+        t, p = truth[members], pred[members]
+        replicates = []
+        for _ in range(n_boot):
+            pick = rng.integers(0, len(members), size=len(members))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedRateWarning)
+                replicates.append(metric(t[pick], p[pick]))
+        replicates = np.asarray(replicates, dtype=float)
+        low, high = np.nanquantile(replicates, [tail, 1 - tail]) if np.isfinite(replicates).any() else (np.nan,) * 2
+        rows.append({"n": len(members), "estimate": float(metric(t, p)), "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows, index=index)
+
+
+def proxy_strength(features, sensitive, *, positive) -> pd.Series:
+    """How well each feature alone predicts membership of the ``positive`` group: ROC-AUC, folded to ≥ 0.5.
+
+    0.5 means the feature carries no information about the group, 1 that it separates the groups perfectly.
+    Categorical columns are scored by the group share of each category (the best single-feature ranking);
+    numeric ones by their value, in whichever direction ranks better. Sorted, strongest first.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        Raw features (numbers or categories), one row per person.
+    sensitive : array-like of shape (n,)
+    positive : value of ``sensitive`` treated as the positive group (e.g. ``"Black"``).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if not isinstance(features, pd.DataFrame):
+        raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}.")
+    member = (np.asarray(sensitive) == positive).astype(int)
+    if len(member) != len(features):
+        raise ValueError(f"sensitive has {len(member)} rows but features has {len(features)}.")
+    if member.min() == member.max():
+        raise ValueError(f"positive={positive!r} must leave both members and non-members in sensitive.")
+    strength = {}
+    for column in features.columns:
+        values = features[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            values = values.map(pd.Series(member, index=features.index).groupby(values).mean())
+        auc = roc_auc_score(member, values.to_numpy(dtype=float))
+        strength[column] = max(auc, 1 - auc)
+    return pd.Series(strength, name="AUC for the group").sort_values(ascending=False)
+
+
+def impossibility_table(y_true, y_pred, *, sensitive_features, pos_label=1) -> pd.DataFrame:
+    """Per group: base rate, PPV, FNR, FPR, and the FPR that Chouldechova's identity predicts from the other three.
+
+    Chouldechova (2017), *Fair prediction with disparate impact*, eq. (2.6): for any binary classifier, in every group
+
+        FPR = p / (1 − p) · (1 − PPV) / PPV · (1 − FNR),        p = the group's base rate P(y = 1).
+
+    So when base rates differ, equal PPV (predictive parity) and equal FNR force unequal FPR, and equal error rates
+    (equalized odds) force unequal PPV — unless the classifier is perfect. Kleinberg, Mullainathan & Raghavan (2016)
+    prove the analogous result for scores (calibration within groups against balance for each class). The column
+    ``fpr_from_identity`` checks the identity on the data: it equals ``fpr`` up to rounding.
+    """
+    truth, pred = _check_labels(y_true, y_pred, None, pos_label)[:2]
+    groups = _check_groups(sensitive_features)
+    if len(groups) != len(truth):
+        raise ValueError(f"sensitive_features has {len(groups)} rows but y_true has {len(truth)}.")
+    index, codes = _group_codes(groups)
+    rows = []
+    for code in range(len(index)):
+        t, p = truth[codes == code], pred[codes == code]
+        base = t.mean()
+        ppv = t[p].mean() if p.any() else np.nan
+        fnr = 1 - p[t].mean() if t.any() else np.nan
+        fpr = p[~t].mean() if (~t).any() else np.nan
+        predicted = base / (1 - base) * (1 - ppv) / ppv * (1 - fnr) if 0 < base < 1 and ppv > 0 else np.nan
+        rows.append({"n": len(t), "base_rate": base, "ppv": ppv, "fnr": fnr, "fpr": fpr,
+                     "fpr_from_identity": predicted})
+    return pd.DataFrame(rows, index=index)
+
+
+def calibration_by_group(y_true, scores, *, sensitive_features, bins=5) -> pd.DataFrame:
+    """Kleinberg et al.'s three conditions, per group: calibration in score bins, and balance for each class.
+
+    Returns one row per group with the mean score among true positives (``balance_positive``) and among true
+    negatives (``balance_negative``), and, per score bin (quantiles of all scores), the observed positive share
+    (columns ``bin 1`` … ``bin k``); a score calibrated within groups has the same observed share in a bin for every
+    group. With different base rates, Kleinberg, Mullainathan & Raghavan (2016) show the three cannot all hold unless
+    prediction is perfect.
+    """
+    truth = _check_1d(y_true, "y_true").astype(float)
+    score = _check_1d(scores, "scores").astype(float)
+    groups = _check_groups(sensitive_features)
+    index, codes = _group_codes(groups)
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, int(bins) + 1)))
+    which = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for code in range(len(index)):
+        member = codes == code
+        row = {"base_rate": truth[member].mean(),
+               "balance_positive": score[member & (truth == 1)].mean(),
+               "balance_negative": score[member & (truth == 0)].mean()}
+        for b in range(len(edges) - 1):
+            in_bin = member & (which == b)
+            row[f"bin {b + 1}"] = truth[in_bin].mean() if in_bin.any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, index=index)

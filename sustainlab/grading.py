@@ -351,6 +351,7 @@ def _grading_environment(threads: int) -> dict:
     # Only nbval: other installed plugins (benchmark, playwright) would slow every run and could change behaviour.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["SUSTAINLAB_LEDGER"] = "off"  # a student's submission never writes to the grader's carbon ledger
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, str(threads))
     return env
@@ -600,6 +601,7 @@ def grade(
     jobs: int | None = None,
     junit_dir: str | Path | None = None,
     progress: bool = True,
+    student: str | None = None,
 ) -> GradeResult:
     """Grade every submission in ``submissions/<student>/<notebook>.ipynb`` against the release manifest.
 
@@ -622,6 +624,9 @@ def grade(
         Where to keep nbval's junit XML per submission, for audit.
     progress : bool
         Draw a progress bar on stderr.
+    student : str, optional
+        Grade only ``submissions/<student>/`` (the gradebook then holds that student's rows alone; see
+        :func:`sustainlab.gradebook.update_rows` to merge them into a class gradebook).
 
     Returns
     -------
@@ -642,6 +647,9 @@ def grade(
     manifest = load_manifest(release_dir)
     if not submissions.is_dir():
         raise GradingSetupError(f"submissions folder {submissions} does not exist.")
+    only = student  # `student` is reused below as the loop variable
+    if only is not None and (only in ("", ".", "..") or Path(only).name != only or not (submissions / only).is_dir()):
+        raise GradingSetupError(f"no folder {only!r} for that student in {submissions}.")
     # Everything student code could touch is read into memory before any of it runs.
     try:
         release_files = snapshot(release_dir)
@@ -652,10 +660,14 @@ def grade(
     rows_by_key: dict[tuple, list[Row]] = {}
     tasks = []
     students = sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if only is not None:
+        students = [only]
     for path, data in submission_files.items():
         if not isinstance(data, bytes):
             continue
         parts = path.relative_to(submissions).parts
+        if only is not None and (len(parts) == 1 or parts[0] != only):
+            continue
         if any(part.startswith(".") for part in parts):
             continue  # .ipynb_checkpoints, .DS_Store: editor state, not submissions
         if len(parts) == 1:

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from imblearn.over_sampling.base import BaseOverSampler
+from imblearn.utils import check_sampling_strategy
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 
@@ -43,6 +47,11 @@ __all__ = [
     "compare_rebalancing",
     "imbalance_report",
     "ImbalanceReport",
+    "leakage_same_folds",
+    "fold_scores",
+    "ThresholdAtPrior",
+    "SMOTENCOneHot",
+    "invalid_one_hot_share",
 ]
 
 #: The string values ``sampling_strategy`` accepts, with imbalanced-learn's meaning for an over-sampler.
@@ -54,12 +63,17 @@ SAMPLING_STRATEGIES = ("auto", "minority", "not minority", "not majority", "all"
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class SMOTE(BaseEstimator):
+class SMOTE(BaseOverSampler):
     """Synthetic Minority Over-sampling TEchnique, from scratch on NumPy and ``NearestNeighbors``.
 
     For every class to be over-sampled, each new sample is made by picking a random sample of that class, one of its
     ``k_neighbors`` nearest neighbours *within the same class*, and a random point on the segment between them.
     Built step by step in ``notebooks/03_smote.ipynb`` (*How does SMOTE make a new point?*).
+
+    The algorithm is ours (:meth:`_fit_resample`, :func:`minority_neighbors`, :func:`interpolate`); the sampler
+    interface around it comes from imbalanced-learn's ``BaseOverSampler``: input validation, sparse matrices, lists,
+    pandas in and pandas out, one-vs-all (label-indicator) targets, ``get_feature_names_out`` and the sampler tags,
+    so imbalanced-learn's own estimator checks pass as they do for its SMOTE (``tests/test_imbalance.py``).
 
     Parameters
     ----------
@@ -77,7 +91,7 @@ class SMOTE(BaseEstimator):
     Attributes
     ----------
     sampling_strategy_ : dict
-        Number of synthetic samples generated per class in the last ``fit_resample`` (class order sorted).
+        Number of synthetic samples per class, resolved by the last ``fit`` or ``fit_resample`` (class order sorted).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` was a DataFrame with string column names.
@@ -115,68 +129,72 @@ class SMOTE(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y):
-        """Validate ``X`` and ``y`` and resolve the sampling strategy; returns ``self`` (imblearn's interface)."""
-        self.fit_resample(X, y)
-        return self
+        """Validate ``X`` and ``y`` and resolve the sampling strategy, without resampling; returns ``self``.
+
+        Sets ``sampling_strategy_``, ``n_features_in_`` (and ``feature_names_in_``). Use :meth:`fit_resample` to get
+        the resampled data; the parameters and errors are the same.
+        """
+        return super().fit(_float_frame(X), y)
 
     def fit_resample(self, X, y):
         """Return ``X`` and ``y`` with synthetic samples appended after the original ones.
 
         Parameters
         ----------
-        X : array-like or pandas DataFrame of shape (n_samples, n_features)
+        X : array-like, sparse matrix or pandas DataFrame of shape (n_samples, n_features)
             Numeric features without NaN or inf.
-        y : array-like or pandas Series of shape (n_samples,)
-            Class labels (any hashable values; at least two classes).
+        y : array-like or pandas Series of shape (n_samples,), or label-indicator array of shape (n_samples, n_classes)
+            Class labels (any hashable values; at least two classes), or one-vs-all (one-hot) rows.
 
         Returns
         -------
-        X_resampled : ndarray or DataFrame of shape (n_samples + n_new, n_features)
-            The original rows first, then the synthetic ones. A DataFrame keeps its column names (the index is reset).
-            Floating dtypes are kept; other numeric dtypes become float64.
-        y_resampled : ndarray or Series of shape (n_samples + n_new,)
-            A Series keeps its name.
+        X_resampled : same type as ``X``, shape (n_samples + n_new, n_features)
+            The original rows first, then the synthetic ones. A DataFrame keeps its column names (the index is reset),
+            a sparse matrix stays sparse, a list stays a list. ``float32`` stays ``float32``; other dtypes become
+            ``float64`` (interpolated values are not integers).
+        y_resampled : same type as ``y``, shape (n_samples + n_new,) or (n_samples + n_new, n_classes)
+            A Series keeps its name; one-vs-all input gives one-vs-all output.
 
         Raises
         ------
         ValueError
-            If ``X`` has non-numeric columns, NaN or inf; if ``X`` and ``y`` differ in length; if ``y`` has fewer than
-            two classes; if a class to be resampled has fewer than ``k_neighbors + 1`` samples; if a target count is
-            below a class's current count; if ``sampling_strategy`` is not one of the accepted forms.
+            If ``X`` has non-numeric columns, NaN or inf; if ``X`` and ``y`` differ in length; if ``y`` is continuous,
+            multilabel or has fewer than two classes; if a class to be resampled has fewer than ``k_neighbors + 1``
+            samples; if ``sampling_strategy`` is not one of the accepted forms or does not fit ``y``.
         """
-        k = check_scalar(self.k_neighbors, "k_neighbors", min_value=1, integer=True)
-        values, columns = _as_numeric_matrix(X)
-        labels, y_name = _as_labels(y)
-        check_same_length(X=values, y=labels)
-        strategy = resolve_sampling_strategy(self.sampling_strategy, labels)
-        counts = Counter(labels.tolist())
-        for label, n_new in strategy.items():
+        return super().fit_resample(_float_frame(X), y)
+
+    def _validate_params(self):
+        # imblearn's fit and fit_resample call this first: sampling_strategy's form is checked by imblearn's
+        # constraints, k_neighbors by ours (it rejects bools and names the parameter).
+        super()._validate_params()
+        check_scalar(self.k_neighbors, "k_neighbors", min_value=1, integer=True)
+
+    def _check_X_y(self, X, y):
+        X, y, binarize_y = super()._check_X_y(X, y)
+        if X.dtype.kind != "f":
+            X = X.astype(np.float64)  # interpolated rows are not integers
+        # imblearn resolves the strategy right after this; doing it here first gives resolve_sampling_strategy's
+        # clearer errors (it is the same imblearn function underneath, so the result is the same).
+        resolve_sampling_strategy(self.sampling_strategy, y)
+        return X, y, binarize_y
+
+    def _fit_resample(self, X, y):
+        """SMOTE on validated input (called by imblearn's ``fit_resample``): the lesson's algorithm."""
+        k = self.k_neighbors
+        counts = Counter(y.tolist())
+        for label, n_new in self.sampling_strategy_.items():
             if n_new > 0 and counts[label] < k + 1:
                 raise ValueError(
-                    f"Class {label!r} has only {counts[label]} sample(s), but SMOTE with k_neighbors={k} needs at "
-                    f"least {k + 1} (k_neighbors + 1) to find its neighbours. Lower k_neighbors or leave this class out "
-                    f"of sampling_strategy."
+                    f"Class {_python_scalar(label)!r} has only {counts[label]} sample(s), but SMOTE with "
+                    f"k_neighbors={k} needs at least {k + 1} (k_neighbors + 1) to find its neighbours. Lower "
+                    f"k_neighbors or leave this class out of sampling_strategy."
                 )
-
-        self.n_features_in_ = values.shape[1]
-        if columns is not None and all(isinstance(c, str) for c in columns):
-            self.feature_names_in_ = np.asarray(columns, dtype=object)
-        self.sampling_strategy_ = strategy
-
-        X_res, y_res = _smote_resample(values, labels, strategy, k, check_random_state(self.random_state))
-        if columns is not None:
-            import pandas as pd
-
-            X_res = pd.DataFrame(X_res, columns=columns)
-        if y_name is not _NO_SERIES:
-            import pandas as pd
-
-            y_res = pd.Series(y_res, name=y_name)
-        return X_res, y_res
+        return _smote_resample(X, y, self.sampling_strategy_, k, check_random_state(self.random_state))
 
 
 def _smote_resample(X, y, strategy, k, rng):
-    """SMOTE on clean input: ``strategy`` maps class -> number of new samples."""
+    """SMOTE on clean input (a dense array or a CSR/CSC matrix): ``strategy`` maps class -> number of new samples."""
     new_X, new_y = [X], [y]
     for label, n_new in strategy.items():
         if n_new == 0:
@@ -189,7 +207,8 @@ def _smote_resample(X, y, strategy, k, rng):
         steps = rng.uniform(size=n_new)
         new_X.append(interpolate(X_class[rows], X_class[neighbors[rows, cols]], steps).astype(X.dtype, copy=False))
         new_y.append(np.full(n_new, label, dtype=y.dtype))
-    return np.concatenate(new_X), np.concatenate(new_y)
+    X_res = sparse.vstack(new_X, format=X.format) if sparse.issparse(X) else np.concatenate(new_X)
+    return X_res, np.concatenate(new_y)
 
 
 def minority_neighbors(X_class, k_neighbors=5):
@@ -227,21 +246,24 @@ def interpolate(X_base, X_neighbor, steps):
 
     Parameters
     ----------
-    X_base, X_neighbor : ndarray of shape (n, n_features)
+    X_base, X_neighbor : ndarray or scipy sparse matrix of shape (n, n_features)
     steps : ndarray of shape (n,)
         Values in [0, 1): 0 gives the base point, values near 1 the neighbour.
 
     Returns
     -------
-    ndarray of shape (n, n_features)
+    ndarray (sparse matrix for sparse input) of shape (n, n_features)
 
     Examples
     --------
     >>> interpolate(np.array([[0.0, 0.0]]), np.array([[2.0, 4.0]]), np.array([0.25])).tolist()
     [[0.5, 1.0]]
     """
-    steps = np.asarray(steps, dtype=float).reshape(-1, 1)
-    return X_base + steps * (X_neighbor - X_base)
+    steps = np.asarray(steps, dtype=float)
+    if sparse.issparse(X_base):
+        # For a sparse matrix ``*`` is the matrix product: scaling row i by steps[i] is a product with diag(steps).
+        return X_base + sparse.diags(steps) @ (X_neighbor - X_base)
+    return X_base + steps.reshape(-1, 1) * (X_neighbor - X_base)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -251,47 +273,31 @@ def interpolate(X_base, X_neighbor, steps):
 _NO_SERIES = object()
 
 
-def _as_numeric_matrix(X):
-    """``(float ndarray, column names or None)``; clear errors for non-numeric columns, NaN/inf and bad shapes."""
-    columns = None
-    if hasattr(X, "columns") and hasattr(X, "dtypes"):  # pandas DataFrame
-        bad = [str(c) for c, dt in zip(X.columns, X.dtypes) if not _is_numeric_dtype(dt)]
-        if bad:
-            raise ValueError(
-                f"X has non-numeric feature(s) {', '.join(repr(b) for b in bad)}: SMOTE interpolates between points, "
-                "so every feature must be numeric. Encode categories first (e.g. one-hot) or use imblearn's SMOTENC."
-            )
-        columns = list(X.columns)
-        X = X.to_numpy()
-    if hasattr(X, "toarray"):
-        raise ValueError("X is a sparse matrix; this SMOTE needs a dense array (call X.toarray() if it fits in memory).")
-    values = np.asarray(X)
-    if values.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got an array of shape {values.shape}.")
-    if not _is_numeric_dtype(values.dtype):
-        if values.dtype == object:
-            try:
-                values = values.astype(float)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    "X has non-numeric features (values that are not numbers): SMOTE interpolates between points, so "
-                    "every feature must be numeric. Encode categories first (e.g. one-hot)."
-                ) from None
-        else:
-            raise ValueError(
-                f"X has non-numeric features (dtype {values.dtype}): SMOTE interpolates between points, so every "
-                "feature must be numeric. Encode categories first (e.g. one-hot)."
-            )
-    if values.dtype.kind != "f":
-        values = values.astype(np.float64)
-    check_finite(values, "X")
-    return values, columns
+def _float_frame(X):
+    """``X`` itself, or for a DataFrame: a clear error for non-numeric columns and float64 for non-float ones.
+
+    imblearn gives a DataFrame back with the input's column dtypes, which would truncate interpolated values in
+    integer columns; and scikit-learn's message for a text column does not say which column it is.
+    """
+    if not (hasattr(X, "columns") and hasattr(X, "dtypes")):
+        return X
+    import pandas as pd
+
+    bad = [str(c) for c, dt in zip(X.columns, X.dtypes) if not _is_numeric_dtype(dt)]
+    if bad:
+        raise ValueError(
+            f"X has non-numeric feature(s) {', '.join(repr(b) for b in bad)}: SMOTE interpolates between points, "
+            "so every feature must be numeric. Encode categories first (e.g. one-hot) or use imblearn's SMOTENC."
+        )
+    to_float = [c for c, dt in zip(X.columns, X.dtypes)
+                if not isinstance(dt, pd.SparseDtype) and not pd.api.types.is_float_dtype(dt)]
+    return X.astype(dict.fromkeys(to_float, np.float64)) if to_float else X
 
 
 def _is_numeric_dtype(dtype) -> bool:
     try:
         return np.dtype(dtype).kind in "biuf"
-    except TypeError:  # pandas extension dtypes (category, string, nullable ints)
+    except TypeError:  # pandas extension dtypes (category, string, nullable ints, sparse)
         import pandas as pd
 
         return pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype)
@@ -309,6 +315,10 @@ def _as_labels(y):
 
 def resolve_sampling_strategy(sampling_strategy, y) -> dict:
     """Number of synthetic samples to generate per class, as imbalanced-learn's over-samplers understand it.
+
+    A thin layer over ``imblearn.utils.check_sampling_strategy`` (the definition this course follows): the result is
+    imblearn's, with plain Python labels and counts, and errors that name ``sampling_strategy`` and show the class
+    counts of ``y``.
 
     Parameters
     ----------
@@ -330,7 +340,8 @@ def resolve_sampling_strategy(sampling_strategy, y) -> dict:
     ------
     ValueError
         Fewer than two classes; unknown string; float outside (0, 1], used on a non-binary target, or so small it
-        would remove samples; dict naming an absent class, or asking for fewer samples than a class already has.
+        would remove samples; dict naming an absent class, or asking for fewer samples than a class already has;
+        callable that does not return a dict.
 
     Examples
     --------
@@ -340,61 +351,44 @@ def resolve_sampling_strategy(sampling_strategy, y) -> dict:
     {1: 3}
     """
     y = np.asarray(y)
-    counts = Counter(y.tolist())
+    counts = dict(sorted(Counter(y.tolist()).items(), key=lambda item: _sort_key(item[0])))
     if len(counts) < 2:
-        raise ValueError(f"y needs at least 2 classes to rebalance, got {len(counts)}: {sorted(counts)}.")
-    n_max = max(counts.values())
-    majority = max(counts, key=counts.get)
-    minority = min(counts, key=counts.get)
-
+        raise ValueError(f"y needs at least 2 classes to rebalance, got {len(counts)}: {list(counts)}.")
     if isinstance(sampling_strategy, str):
+        # imblearn's own message for an unknown string lists its internal functions.
         check_option(sampling_strategy, "sampling_strategy", SAMPLING_STRATEGIES)
-        if sampling_strategy in ("auto", "not majority"):
-            targets = [c for c in counts if c != majority]
-        elif sampling_strategy == "minority":
-            targets = [minority]
-        elif sampling_strategy == "not minority":
-            targets = [c for c in counts if c != minority]
-        else:  # "all"
-            targets = list(counts)
-        result = {c: n_max - counts[c] for c in targets}
-    elif isinstance(sampling_strategy, dict) or callable(sampling_strategy):
-        wanted = sampling_strategy(y) if callable(sampling_strategy) else sampling_strategy
-        if not isinstance(wanted, dict):
-            raise ValueError(f"A callable sampling_strategy must return a dict, got {type(wanted).__name__}.")
-        result = {}
-        for c, n in wanted.items():
-            if c not in counts:
-                raise ValueError(
-                    f"sampling_strategy names class {c!r}, which is not present in y (classes: {sorted(counts)})."
-                )
-            n = check_scalar(n, f"sampling_strategy[{c!r}]", min_value=0, integer=True)
-            if n < counts[c]:
-                raise ValueError(
-                    f"sampling_strategy asks for {n} samples of class {c!r}, below its current count {counts[c]}: "
-                    "an over-sampler can only add samples (use an under-sampler to remove them)."
-                )
-            result[c] = n - counts[c]
-    elif isinstance(sampling_strategy, Real) and not isinstance(sampling_strategy, bool):
-        ratio = check_scalar(sampling_strategy, "sampling_strategy", min_value=0, max_value=1, include_min=False)
-        if len(counts) != 2:
+    elif callable(sampling_strategy):
+        # Called once here, so that a wrong return type is reported as such (imblearn fails on ``.keys()``).
+        sampling_strategy = sampling_strategy(y)
+        if not isinstance(sampling_strategy, Mapping):
             raise ValueError(
-                f"A float sampling_strategy only works for binary targets, y has {len(counts)} classes; use a dict "
-                "of target counts instead."
+                f"A callable sampling_strategy must return a dict of target counts, got "
+                f"{type(sampling_strategy).__name__} {sampling_strategy!r}."
             )
-        n_new = int(n_max * ratio - counts[minority])
-        if n_new <= 0:
-            raise ValueError(
-                f"sampling_strategy={ratio} asks for {int(n_max * ratio)} minority samples, but class {minority!r} "
-                f"already has {counts[minority]}: the ratio would remove samples. Increase it."
-            )
-        result = {minority: n_new}
-    else:
+    if isinstance(sampling_strategy, Mapping):
+        # imblearn's message for this case names neither the class nor the counts.
+        for label, target in sampling_strategy.items():
+            if label in counts and target < counts[label]:
+                raise ValueError(
+                    f"sampling_strategy asks for {target} samples of class {label!r}, below its current count "
+                    f"{counts[label]}: an over-sampler can only add samples (use an under-sampler to remove them)."
+                )
+    elif not isinstance(sampling_strategy, (str, Real)) or isinstance(sampling_strategy, bool):
         raise ValueError(
             f"sampling_strategy must be one of {', '.join(map(repr, SAMPLING_STRATEGIES))}, a float in (0, 1], a dict "
             f"of target counts or a callable; got {sampling_strategy!r}."
         )
-    return dict(sorted(result.items(), key=lambda item: _sort_key(item[0])))
+    try:
+        resolved = check_sampling_strategy(sampling_strategy, y, "over-sampling")
+    except ValueError as error:
+        raise ValueError(f"sampling_strategy={sampling_strategy!r} does not fit y (class counts {counts}): {error}") \
+            from None
+    return {_python_scalar(label): int(n_new) for label, n_new in resolved.items()}
+
+
+def _python_scalar(value):
+    # imblearn's keys are NumPy scalars (from np.unique); the caller's labels are usually plain Python values.
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _sort_key(label):
@@ -668,3 +662,175 @@ def imbalance_report(y_true, y_pred, y_score=None, *, labels=None) -> ImbalanceR
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         labels=list(labels),
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Like-for-like leakage, fold scores, the threshold lever, and SMOTE for one-hot categories
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def leakage_same_folds(estimator, X, y, *, sampler=None, cv=5, scoring="balanced_accuracy", random_state=0):
+    """The leak alone: both protocols scored on the **same real test rows**, fold by fold.
+
+    Folds are drawn over the original rows. The leaky protocol resamples the whole dataset once, and trains each fold on
+    its real training rows plus *all* synthetic rows — some of which were interpolated from that fold's test rows. The
+    honest protocol resamples the fold's training rows only. Test rows, model and folds are identical, so the score
+    difference is the leak and nothing else. (:func:`leakage_demo`'s leaky protocol instead splits the resampled rows,
+    so its test folds also contain synthetic points: two differences at once.)
+
+    Parameters
+    ----------
+    estimator : scikit-learn classifier
+    X, y : array-like
+    sampler : over-sampler with ``fit_resample``, optional
+        Defaults to ``SMOTE(random_state=random_state)``. It must return the original rows first, then the synthetic
+        ones (as :class:`SMOTE` and imbalanced-learn's over-samplers do); this is checked.
+    cv : int or CV splitter, default 5
+    scoring : str, default "balanced_accuracy"
+    random_state : int, default 0
+
+    Returns
+    -------
+    dict
+        ``{"oversample then split": fold scores, "split then oversample": fold scores}`` (NumPy arrays, same folds).
+
+    Raises
+    ------
+    ValueError
+        If the sampler does not return the original rows first.
+    """
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
+    if sampler is None:
+        sampler = SMOTE(random_state=random_state)
+    X_arr, labels = _dense(X), np.asarray(y)
+    n = len(labels)
+    X_res, y_res = clone(sampler).fit_resample(X_arr, labels)
+    X_res, y_res = np.asarray(X_res, dtype=float), np.asarray(y_res)
+    if len(y_res) < n or not (np.array_equal(X_res[:n], X_arr) and np.array_equal(y_res[:n], labels)):
+        raise ValueError("sampler must return the original rows first, then the synthetic ones (an over-sampler).")
+    X_syn, y_syn = X_res[n:], y_res[n:]
+    scorer = get_scorer(scoring)
+    leaky, honest = [], []
+    for train, test in _stratified_cv(cv, random_state).split(X_arr, labels):
+        fitted = clone(estimator).fit(np.vstack([X_arr[train], X_syn]), np.concatenate([labels[train], y_syn]))
+        leaky.append(scorer(fitted, X_arr[test], labels[test]))
+        X_tr, y_tr = clone(sampler).fit_resample(X_arr[train], labels[train])
+        honest.append(scorer(clone(estimator).fit(X_tr, y_tr), X_arr[test], labels[test]))
+    return {"oversample then split": np.array(leaky), "split then oversample": np.array(honest)}
+
+
+def fold_scores(candidates, X, y, *, cv=5, scoring="balanced_accuracy", random_state=0):
+    """Per-fold cross-validated scores of several candidates on the same folds: a DataFrame, one column each.
+
+    Same folds as :func:`compare_rebalancing` for the same ``cv`` and ``random_state``, so fold-by-fold differences
+    between two columns are paired: their spread is the fold-to-fold noise of the comparison.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    splitter = _stratified_cv(cv, random_state)
+    labels, _ = _as_labels(y)
+    scores = {name: cross_val_score(clone(est), X, labels, cv=splitter, scoring=scoring, n_jobs=1)
+              for name, est in candidates.items()}
+    return pd.DataFrame(scores).rename_axis("fold")
+
+
+class ThresholdAtPrior(ClassifierMixin, BaseEstimator):
+    """Fit ``estimator`` as it is, then predict the rare class whenever its probability exceeds the class's prior.
+
+    The zero-compute lever against imbalance: no new rows, no reweighting, the same fit as no rebalancing. A
+    calibrated model's probability for the rare class rarely exceeds 0.5, but often exceeds its base rate
+    ``P(y = 1)`` (the share in the training data); thresholding there moves the decision boundary much as class
+    weights do. ``predict_proba`` is the estimator's own, so ranking metrics (PR-AUC, ROC-AUC) do not change.
+    Binary targets only.
+
+    Attributes
+    ----------
+    estimator_ : the fitted estimator
+    prior_ : float
+        Share of ``classes_[1]`` in the training labels: the threshold.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+
+        labels = np.asarray(y)
+        self.classes_ = np.unique(labels)
+        if len(self.classes_) != 2:
+            raise ValueError(f"ThresholdAtPrior handles binary targets; y has {len(self.classes_)} classes.")
+        self.estimator_ = clone(self.estimator).fit(X, labels)
+        self.prior_ = float(np.mean(labels == self.classes_[1]))
+        return self
+
+    def predict_proba(self, X):
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] > self.prior_).astype(int)]
+
+
+class SMOTENCOneHot(BaseEstimator):
+    """imbalanced-learn's SMOTENC for data whose categorical column arrives one-hot encoded (e.g. ``sex_F/I/M``).
+
+    Plain SMOTE interpolates every column, so a synthetic row gets a *fractional* category (a third female, two
+    thirds infant). SMOTENC interpolates the numeric columns only and gives each synthetic row the most frequent
+    category among its neighbours. This wrapper collapses the one-hot group into one category column, runs
+    ``imblearn.over_sampling.SMOTENC``, and expands it back to the group's own two values (so it also works after a
+    scaler). Original rows come first, as with every over-sampler.
+
+    Parameters
+    ----------
+    one_hot_columns : sequence of int
+        Positions of the one-hot columns of one categorical feature (at least 2).
+    k_neighbors : int, default 5
+    random_state : int or None, default None
+    """
+
+    def __init__(self, one_hot_columns, k_neighbors=5, random_state=None):
+        self.one_hot_columns = one_hot_columns
+        self.k_neighbors = k_neighbors
+        self.random_state = random_state
+
+    def fit_resample(self, X, y):
+        from imblearn.over_sampling import SMOTENC
+
+        X_arr = _dense(X)
+        columns = [int(c) for c in self.one_hot_columns]
+        if len(columns) < 2 or len(set(columns)) != len(columns) or not all(0 <= c < X_arr.shape[1] for c in columns):
+            raise ValueError(f"one_hot_columns must be at least 2 distinct column positions of X, got "
+                             f"{self.one_hot_columns!r}.")
+        group = X_arr[:, columns]
+        hot, cold = group.max(axis=0), group.min(axis=0)
+        others = [c for c in range(X_arr.shape[1]) if c not in columns]
+        collapsed = np.column_stack([X_arr[:, others], group.argmax(axis=1)])
+        sampler = SMOTENC(categorical_features=[collapsed.shape[1] - 1], k_neighbors=self.k_neighbors,
+                          random_state=self.random_state)
+        X_res, y_res = sampler.fit_resample(collapsed, np.asarray(y))
+        out = np.empty((len(X_res), X_arr.shape[1]))
+        out[:, others] = X_res[:, :-1]
+        codes = X_res[:, -1].astype(int)
+        out[:, columns] = np.where(np.arange(len(columns)) == codes[:, None], hot, cold)
+        return out, y_res
+
+
+def invalid_one_hot_share(X, one_hot_columns) -> float:
+    """Share of rows whose one-hot group is not exactly one hot value and cold elsewhere (e.g. interpolated rows)."""
+    group = _dense(X)[:, [int(c) for c in one_hot_columns]]
+    hot, cold = group.max(axis=0), group.min(axis=0)
+    is_hot, is_cold = np.isclose(group, hot), np.isclose(group, cold)
+    valid = (is_hot | is_cold).all(axis=1) & (is_hot.sum(axis=1) == 1)
+    return float(1 - valid.mean())
+
+
+def _dense(X) -> np.ndarray:
+    """``X`` (array or DataFrame) as a 2-D float array, for the helpers above."""
+    values = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got an array of shape {values.shape}.")
+    return values

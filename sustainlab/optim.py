@@ -7,8 +7,8 @@ Taught in ``notebooks/01_gradient_descent.ipynb``. Contents, grouped by role:
 - plain gradient descent on a parameter vector: :func:`gradient_descent`, :func:`quadratic_stability_limit`,
   :func:`plot_descent_paths`;
 - comparing optimizers by the steps they need: :func:`minimize`, :func:`steps_to_target`;
-- optimizers on torch parameters with the ``torch.optim`` API: :class:`SGD` (momentum, Nesterov, weight decay) and
-  :class:`Adam` (weight decay, optionally decoupled as in AdamW);
+- optimizers on torch parameters with the ``torch.optim`` API: :class:`SGD` (momentum, Nesterov, weight decay),
+  :class:`Adam` (weight decay, optionally decoupled, AMSGrad) and :class:`AdamW`, all with ``maximize``;
 - the training loop every later chapter reuses: :func:`train` returning a :class:`TrainingHistory`.
 
 Non-finite values never pass silently: :class:`DivergenceError` is raised instead, carrying what was computed up to
@@ -46,6 +46,7 @@ __all__ = [
     # torch optimizers
     "SGD",
     "Adam",
+    "AdamW",
     # training loop
     "TrainingHistory",
     "train",
@@ -469,7 +470,8 @@ def plot_descent_paths(loss_2d: Callable, paths: dict, ax=None, *, extent: float
 
 class _HandWrittenOptimizer(torch.optim.Optimizer):
     """The ``torch.optim`` plumbing shared by :class:`SGD` and :class:`Adam`: closure, parameter groups, parameters
-    without a gradient. Subclasses write only the update rule for one parameter, ``_update(p, g, group, state)``."""
+    without a gradient, ``maximize``. Subclasses write only the update rule for one parameter,
+    ``_update(p, g, group, state)``."""
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -481,19 +483,43 @@ class _HandWrittenOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    self._update(p, p.grad, group, self.state[p])
+                    # Maximising f is minimising −f: flip the gradient before anything else sees it, as torch does.
+                    g = -p.grad if group["maximize"] else p.grad
+                    self._update(p, g, group, self.state[p])
         return loss
 
     def _update(self, p, g, group, state):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
+def _check_lr(lr):
+    """``lr`` as given (a float, or a one-element tensor that a scheduler may update in place), checked."""
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"A tensor lr must have one element, got shape {tuple(lr.shape)}.")
+        check_scalar(lr.item(), "lr", min_value=0)
+        return lr.squeeze()
+    return check_scalar(lr, "lr", min_value=0)
+
+
+def _check_implementation_flags(name: str, **flags):
+    """Refuse torch's kernel-selection flags when switched on: these optimizers are the plain per-tensor loop."""
+    for flag, value in flags.items():
+        if value:
+            raise ValueError(
+                f"{flag}={value!r} is not supported: sustainlab's {name} is the readable single-tensor loop of "
+                f"chapter 1 (use torch.optim.{name} for foreach, fused, capturable or differentiable kernels)."
+            )
+
+
 class SGD(_HandWrittenOptimizer):
     """Stochastic gradient descent with momentum, Nesterov momentum and weight decay, written out by hand.
 
-    Same update and same API as ``torch.optim.SGD`` (``step()``, ``zero_grad()``, parameter groups, ``state_dict``;
-    the tests check the parameter trajectories agree within 1e-6). With gradient g and parameter θ, per step::
+    Same update and same API as ``torch.optim.SGD`` (``step()``, ``zero_grad()``, parameter groups, ``state_dict``,
+    ``maximize``, a tensor ``lr``; the tests check the parameter trajectories agree within 1e-6, also for every
+    configuration in torch's own optimizer tests). With gradient g and parameter θ, per step::
 
+        g ← −g                                 if maximize
         g ← g + weight_decay · θ
         v ← g                                  on the first step, then
         v ← momentum · v + (1 − dampening) · g
@@ -505,19 +531,23 @@ class SGD(_HandWrittenOptimizer):
     Parameters
     ----------
     params : iterable of tensors or of dicts (parameter groups)
-    lr : float, default 1e-3
+    lr : float or one-element tensor, default 1e-3
     momentum : float in [0, 1), default 0
     dampening : float in [0, 1], default 0
     weight_decay : float ≥ 0, default 0
         L2 penalty coefficient added to the gradient.
     nesterov : bool, default False
         Needs ``momentum > 0`` and ``dampening == 0``.
+    maximize : bool, default False
+        Ascend the objective instead of descending it.
+    foreach, differentiable, fused : None or False
+        Accepted for ``torch.optim.SGD`` compatibility; switching one on raises (there is only one implementation).
 
     Raises
     ------
     ValueError
-        For a negative or non-finite ``lr``/``weight_decay``, ``momentum`` outside [0, 1), or Nesterov without
-        momentum.
+        For a negative or non-finite ``lr``/``weight_decay``, ``momentum`` outside [0, 1), Nesterov without
+        momentum, or an implementation flag switched on.
 
     Examples
     --------
@@ -530,15 +560,17 @@ class SGD(_HandWrittenOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
-        lr = check_scalar(lr, "lr", min_value=0)
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, foreach=None,
+                 differentiable: bool = False, fused=None):
+        _check_implementation_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
+        lr = _check_lr(lr)
         momentum = check_scalar(momentum, "momentum", min_value=0, max_value=1, include_max=False)
         dampening = check_scalar(dampening, "dampening", min_value=0, max_value=1)
         weight_decay = check_scalar(weight_decay, "weight_decay", min_value=0)
         if nesterov and (momentum == 0 or dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0.")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=bool(nesterov))
+                        nesterov=bool(nesterov), maximize=bool(maximize))
         super().__init__(params, defaults)
 
     def _update(self, p, g, group, state):
@@ -559,32 +591,42 @@ class SGD(_HandWrittenOptimizer):
 class Adam(_HandWrittenOptimizer):
     """Adam (Kingma & Ba, 2015) written out by hand; ``decoupled_weight_decay=True`` gives AdamW.
 
-    Same update and same API as ``torch.optim.Adam`` / ``torch.optim.AdamW`` (the tests check the trajectories agree
-    within 1e-6). With gradient g, parameter θ and step count t, per step::
+    Same update and same API as ``torch.optim.Adam`` / ``torch.optim.AdamW`` (``amsgrad``, ``maximize``, a tensor
+    ``lr``; the tests check the trajectories agree within 1e-6, also for every configuration in torch's own optimizer
+    tests). With gradient g, parameter θ and step count t, per step::
 
+        g ← −g                                       if maximize
         g ← g + weight_decay · θ                     (Adam)     or   θ ← θ · (1 − lr · weight_decay)   (AdamW)
         m ← β₁ m + (1 − β₁) g                        running mean of the gradient
         v ← β₂ v + (1 − β₂) g²                       running mean of its square
-        θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+        v̂ ← max(v̂, v)                                if amsgrad (v̂ starts at 0), else v̂ = v
+        θ ← θ − lr / (1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
 
-    The two bias corrections undo the zero initialisation of m and v. Taught in ``notebooks/01_gradient_descent.ipynb``
-    (*Why is Adam the default?*).
+    The two bias corrections undo the zero initialisation of m and v. AMSGrad (Reddi et al., 2018) divides by the
+    largest v seen so far, so a coordinate's step size lr / √v̂ never grows back after large gradients (apart from the
+    bias correction). Taught in ``notebooks/01_gradient_descent.ipynb`` (*Why is Adam the default?*).
 
     Parameters
     ----------
     params : iterable of tensors or of dicts (parameter groups)
-    lr : float, default 1e-3
+    lr : float or one-element tensor, default 1e-3
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1).
     eps : float, default 1e-8
         Must be > 0.
     weight_decay : float ≥ 0, default 0
+    amsgrad : bool, default False
+    maximize : bool, default False
+        Ascend the objective instead of descending it.
     decoupled_weight_decay : bool, default False
+    foreach, capturable, differentiable, fused : None or False
+        Accepted for ``torch.optim.Adam`` compatibility; switching one on raises (there is only one implementation).
 
     Raises
     ------
     ValueError
-        For a negative or non-finite ``lr``/``weight_decay``, ``betas`` outside [0, 1), or ``eps`` ≤ 0.
+        For a negative or non-finite ``lr``/``weight_decay``, ``betas`` outside [0, 1), ``eps`` ≤ 0, or an
+        implementation flag switched on.
 
     Examples
     --------
@@ -596,16 +638,19 @@ class Adam(_HandWrittenOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 decoupled_weight_decay: bool = False):
-        lr = check_scalar(lr, "lr", min_value=0)
+                 amsgrad: bool = False, *, foreach=None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused=None, decoupled_weight_decay: bool = False):
+        _check_implementation_flags(type(self).__name__, foreach=foreach, capturable=capturable,
+                                    differentiable=differentiable, fused=fused)
+        lr = _check_lr(lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
         beta1 = check_scalar(betas[0], "betas[0]", min_value=0, max_value=1, include_max=False)
         beta2 = check_scalar(betas[1], "betas[1]", min_value=0, max_value=1, include_max=False)
         eps = check_scalar(eps, "eps", min_value=0, include_min=False)
         weight_decay = check_scalar(weight_decay, "weight_decay", min_value=0)
-        defaults = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=bool(decoupled_weight_decay))
+        defaults = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=bool(amsgrad),
+                        maximize=bool(maximize), decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
     def _update(self, p, g, group, state):
@@ -614,6 +659,8 @@ class Adam(_HandWrittenOptimizer):
             state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p)
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if weight_decay != 0:
@@ -623,9 +670,35 @@ class Adam(_HandWrittenOptimizer):
                 g = g.add(p, alpha=weight_decay)
         m.lerp_(g, 1 - beta1)  # m + (1 − β₁)(g − m) = β₁ m + (1 − β₁) g
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        if group["amsgrad"]:
+            v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         step_size = lr / (1 - beta1**t)
         denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
         p.addcdiv_(m, denom, value=-step_size)
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2019): :class:`Adam` with decoupled weight decay, ``torch.optim.AdamW``'s API.
+
+    The same as ``Adam(..., decoupled_weight_decay=True)``, with AdamW's default ``weight_decay=1e-2``: the decay
+    shrinks θ by ``lr · weight_decay`` each step instead of being added to the gradient, so Adam's per-coordinate
+    scaling does not weaken it. Parameters as for :class:`Adam`.
+
+    Examples
+    --------
+    >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+    >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
+    >>> opt.zero_grad(); (0 * w).sum().backward(); opt.step()
+    >>> round(w.item(), 4)   # zero gradient: only the decay acts, 1 · (1 − 0.1 · 0.5)
+    0.95
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 amsgrad: bool = False, *, maximize: bool = False, foreach=None, capturable: bool = False,
+                 differentiable: bool = False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -887,6 +960,7 @@ def train(
     history = TrainingHistory()
     params = [p for p in model.parameters() if p.requires_grad]
     try:
+        # At most this many batches: stop_when may end training sooner, and the total is then cut to what ran.
         total = epochs * len(data)
     except TypeError:
         total = None
@@ -954,6 +1028,9 @@ def train(
             if stop_when is not None and stop_when(history):
                 history.stopped_early = epoch + 1 < epochs
                 break
+        # Finished (early stopping included): the bar's total becomes what ran, so it closes as done. A notebook
+        # bar closed short of its total turns red and stays, which reads as a failure; only an error should do that.
+        bar.total = bar.n
     finally:
         bar.close()
     history.seconds = time.perf_counter() - start

@@ -86,6 +86,38 @@ def quiet_environment() -> None:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # No rows in the learner's carbon ledger from runner or test kernels, unless a ledger file is named explicitly.
+    os.environ.setdefault("SUSTAINLAB_LEDGER", "off")
+
+
+def kernel_config():
+    """Configuration for one of the course's own local kernels (run-all, grading): talk to it over IPC.
+
+    Over TCP every kernel start prints ipykernel's warning that traffic is unencrypted; these kernels never leave
+    the machine, so on POSIX systems they use Unix-domain sockets (IPC) instead. Each call names a fresh socket path
+    in Jupyter's runtime folder: an IPC path is relative to each process's working folder unless made absolute (the
+    kernel runs in the notebook's folder), and two kernels started at once must never pick the same path. Windows
+    has no ZeroMQ IPC, and a runtime folder too deep for a Unix socket path (about 100 bytes) cannot hold one: both
+    keep TCP. ``jupyter-config/jupyter_server_config.py`` sets the same transport for ``make lab``.
+
+    Returns
+    -------
+    traitlets.config.Config
+        For *one* kernel: pass it as ``config=`` to an ``nbclient.NotebookClient`` or a
+        ``jupyter_client.KernelManager``.
+    """
+    import uuid
+
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets.config import Config
+
+    config = Config()
+    prefix = Path(jupyter_runtime_dir()).resolve() / f"sustainlab-{uuid.uuid4().hex[:12]}-ipc"
+    if os.name == "posix" and len(str(prefix)) + len("-99") < 100:
+        prefix.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(prefix)
+    return config
 
 
 def execute_notebook(
@@ -134,6 +166,7 @@ def execute_notebook(
         kernel_name=KERNEL_NAME,
         resources={"metadata": {"path": str(path.parent.resolve())}},
         record_timing=False,
+        config=kernel_config(),
     )
 
     def kernel_pid():
@@ -144,7 +177,8 @@ def execute_notebook(
     start = time.perf_counter()
     with _PeakMemory(kernel_pid) as memory:
         try:
-            client.execute()
+            # The kernel learns its notebook's name as under JupyterLab (the carbon ledger's chapter column).
+            client.execute(env={**os.environ, "JPY_SESSION_NAME": str(path.resolve())})
         except CellExecutionError as failure:
             error = _first_line_of_error(failure)
         except CellTimeoutError:

@@ -22,6 +22,9 @@ T = TypeVar("T")
 #: nbval through ``conftest.py``, grading) set it, so stored outputs never contain a progress bar.
 PROGRESS_ENV = "SUSTAINLAB_PROGRESS"
 
+#: Environment variable that forces a device for a whole session (read by :func:`pick_device`).
+DEVICE_ENV = "SUSTAINLAB_DEVICE"
+
 _KNOWN_DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -108,28 +111,60 @@ def pick_device(prefer: str | None = None):
     """
     import torch
 
-    requested = prefer if prefer is not None else os.environ.get("SUSTAINLAB_DEVICE") or None
+    from_env = prefer is None
+    requested = prefer if not from_env else os.environ.get(DEVICE_ENV) or None
     available = available_devices()
     if requested is None:
         return torch.device(available[0])
+    asked = f"{DEVICE_ENV}={requested}" if from_env else f"pick_device({requested!r})"
     if not isinstance(requested, str):
         raise ValueError(f"prefer must be a device name such as 'cuda' or 'cpu', got {requested!r}.")
     kind, _, index = requested.strip().lower().partition(":")
     if kind not in _KNOWN_DEVICES or (index and not index.isdigit()):
         raise ValueError(
-            f"Unknown device {requested!r}: expected one of {', '.join(_KNOWN_DEVICES)} (optionally with an index, "
-            f"e.g. 'cuda:0')."
+            f"Unknown device {requested!r} ({asked}): expected one of {', '.join(_KNOWN_DEVICES)} (optionally with an "
+            f"index, e.g. 'cuda:0')."
         )
+    fix = f"unset {DEVICE_ENV} (or set it to cpu)" if from_env else "call pick_device() without an argument"
     if kind not in available:
+        why, build_lacks_it = _why_unavailable(kind)
+        remedy = f"install a build of PyTorch with {kind.upper()} into .venv" if build_lacks_it else "check the driver"
         raise RuntimeError(
-            f"Device {requested!r} was requested but is not available on this machine. "
-            f"Available: {', '.join(available)}. Use pick_device() to choose automatically."
+            f"{asked} asks for {kind!r}, but {why} Available here: {', '.join(available)}. "
+            f"Fix: {fix} to use {available[0]}, or {remedy} (README, *Running on a GPU*)."
         )
     if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
         raise RuntimeError(
-            f"Device {requested!r} was requested but this machine has {torch.cuda.device_count()} CUDA device(s)."
+            f"{asked} asks for {requested!r}, but this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). Fix: {fix}, or ask for an index that exists."
         )
     return torch.device(requested.strip().lower())
+
+
+def _why_unavailable(kind: str) -> tuple[str, bool]:
+    """Why ``kind`` is missing, as a sentence, and whether the installed PyTorch build lacks it altogether."""
+    import torch
+
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            return f"the installed PyTorch {torch.__version__} is a CPU-only build.", True
+        return f"PyTorch {torch.__version__} is built for CUDA {torch.version.cuda} yet sees no NVIDIA GPU.", False
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_built():
+        return f"the installed PyTorch {torch.__version__} was built without Apple MPS support.", True
+    return "MPS needs an Apple-silicon Mac with macOS 12.3 or later.", False
+
+
+def torch_build() -> str:
+    """What the installed PyTorch can compute on, e.g. ``"2.4.0, CPU-only build"`` or ``"2.4.0, CUDA 12.1"``."""
+    import torch
+
+    if torch.version.cuda is not None:
+        return f"{torch.__version__}, CUDA {torch.version.cuda}"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_built():
+        return f"{torch.__version__}, with Apple MPS"
+    return f"{torch.__version__}, CPU-only build"
 
 
 def synchronize(device=None) -> None:
@@ -226,8 +261,9 @@ def check_shape(tensor, expected: tuple) -> None:
 def environment_report() -> dict[str, str]:
     """Versions and hardware a learner should know about, as an ordered ``{name: value}`` dict.
 
-    Used by the welcome notebook's set-up check. Values vary by machine, so notebooks show it in a cell whose output
-    is not compared.
+    Used by the welcome notebook's set-up check and ``sustainlab env``. Values vary by machine, so notebooks show it
+    in a cell whose output is not compared. Never raises for a device problem: ``device`` is the automatic choice,
+    and a ``SUSTAINLAB_DEVICE`` that cannot be honoured is reported in its own entry.
     """
     from importlib import metadata
 
@@ -237,6 +273,15 @@ def environment_report() -> dict[str, str]:
             report[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             report[package] = "not installed"
-    report["device"] = str(pick_device())
+    try:
+        report["torch build"] = torch_build()
+        report["device"] = available_devices()[0]
+    except Exception as error:  # a broken torch install is exactly what this report must show, not crash on
+        report["device"] = f"none: {type(error).__name__}: {error}"
+    if os.environ.get(DEVICE_ENV):
+        try:
+            report[DEVICE_ENV] = f"{os.environ[DEVICE_ENV]} (usable: {pick_device()})"
+        except (ValueError, RuntimeError) as error:
+            report[DEVICE_ENV] = f"{os.environ[DEVICE_ENV]} NOT USABLE: {error}"
     report["cpu cores"] = str(os.cpu_count())
     return report

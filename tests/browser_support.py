@@ -51,12 +51,8 @@ CHROMIUM_ARGS = (
 BROWSER_ENV = "SUSTAINLAB_BROWSER"
 KERNEL_NAME = "sustainlab"
 
-# JupyterLab user settings for the throw-away server. The first asks nothing about news and checks for no update
-# (JupyterLab 4.6 otherwise opens a "get notified about official Jupyter news?" toast on first start, and
-# `--LabApp.news_url=None` alone does not suppress that question).
-LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
-}
+#: The course's JupyterLab server settings, as `make lab` and Binder use them (one kernel, IPC, no news pop-up).
+COURSE_CONFIG = REPO_ROOT / "jupyter-config"
 
 
 def browser_mode() -> str:
@@ -201,10 +197,7 @@ def learner_environment(scratch: Path) -> dict[str, str]:
     for variable, name in folders.items():
         (scratch / name).mkdir(parents=True, exist_ok=True)
         env[variable] = str(scratch / name)
-    for relative, settings in LAB_SETTINGS.items():
-        path = scratch / "lab-settings" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings))
+    env["JUPYTER_CONFIG_PATH"] = str(COURSE_CONFIG)  # what `make lab` sets, and nothing else
     return env
 
 
@@ -260,10 +253,16 @@ class LabServer:
 
 
 @contextmanager
-def jupyterlab(scratch: Path, log_path: Path, deadline: Deadline, startup_cap_s: float = 60):
-    """Start ``python -m jupyter lab`` of this interpreter on a free loopback port with a token; always stop it."""
-    root = scratch / "notebooks"
-    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+def jupyterlab(scratch: Path, log_path: Path, deadline: Deadline, startup_cap_s: float = 60, root: Path | None = None,
+               extra_args: tuple[str, ...] = ()):
+    """Start ``python -m jupyter lab`` of this interpreter on a free loopback port with a token; always stop it.
+
+    It serves ``root``, by default a scratch copy of ``notebooks/``, with the course's server settings
+    (:data:`COURSE_CONFIG`) and nothing from the user's own Jupyter folders.
+    """
+    if root is None:
+        root = scratch / "notebooks"
+        shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     env = learner_environment(scratch)
     port, token = free_port(), secrets.token_urlsafe(24)
     command = [
@@ -274,8 +273,7 @@ def jupyterlab(scratch: Path, log_path: Path, deadline: Deadline, startup_cap_s:
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        *extra_args,
     ]
     if os.geteuid() == 0:  # CI containers run as root; JupyterLab refuses that without the flag.
         command.append("--allow-root")

@@ -13,6 +13,8 @@ a failure names them. The whole module is bounded by BUDGET_S; the server and br
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import browser_support as bs
@@ -94,6 +96,10 @@ def run_everything_and_assert_clean(nb: bs.NotebookPage, run_cap_s: float) -> No
     seconds = nb.run_all(run_cap_s)
     nb.log(f"{nb.notebook}: Run All Cells finished in {seconds:.1f} s")
     nb.screenshot(f"{nb.path.stem}-run-all")
+    # The course's server settings (jupyter-config/) answer JupyterLab's first-start news question; nothing here
+    # hides it for the test.
+    news = nb.page.get_by_text(re.compile("Jupyter news", re.IGNORECASE))
+    assert news.count() == 0, "JupyterLab asks learners about Jupyter news"
 
     saved = nb.save()
     code_cells = [(i, c) for i, c in enumerate(saved["cells"]) if c["cell_type"] == "code"]
@@ -153,3 +159,38 @@ def test_chapter_notebook_runs_clean(browser, lab, deadline, artefacts, notebook
     nb = open_notebook(browser, lab, notebook, deadline, artefacts)
     with bs.artefacts_on_failure(nb, notebook.removesuffix(".ipynb")):
         run_everything_and_assert_clean(nb, run_cap_s=150)
+
+
+def test_class_report_renders_offline(browser, deadline, artefacts):
+    """The instructor's class report (sustainlab grade --report) opens as one page, figures drawn, nothing fetched."""
+    from sustainlab.gradebook import mark_late, write_report
+
+    rows = []
+    for n, student in enumerate(["Ada", "Bo", "Chen", "Dara", "Émile", "Fatou", "Gus", "Hana"]):
+        for k, check in enumerate(["wel-1", "gd-1", "gd-2", "gd-3h", "att-1"]):
+            passed = (n + k) % 4 != 0 and not (student == "Bo" and k > 0)
+            status = "passed" if passed else ("error" if student == "Gus" and k == 2 else "failed")
+            notebook = "00_welcome.ipynb" if check == "wel-1" else (
+                "02_attention.ipynb" if check == "att-1" else "01_gradient_descent.ipynb")
+            rows.append(dict(student=student, notebook=notebook, check=check, points=2 if passed else 0,
+                             max_points=2, status=status, message="" if passed else "hint"))
+    rows = mark_late(rows, {("Hana", "01_gradient_descent.ipynb"): 5.2})
+    report = write_report(rows, bs.ARTEFACTS / "class-report.html", title="Class report: demo class")
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(report.as_uri(), timeout=deadline.ms(30))
+        images = page.locator("img")
+        images.nth(1).wait_for(timeout=deadline.ms(15))
+        sizes = images.evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        assert len(sizes) == 2 and all(done and w > 100 and h > 100 for done, w, h in sizes), sizes
+        attention = page.locator("#attention").inner_text()
+        assert "Bo" in attention and "Gus" in attention and "Hana" in attention and "Ada" not in attention
+        path = bs.ARTEFACTS / "class-report.png"
+        page.screenshot(path=str(path), full_page=True)
+        artefacts(f"class report rendered: figures {sizes}; screenshot {path.relative_to(bs.REPO_ROOT)}")
+        fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
+        assert not fetched, f"the class report fetched {fetched}"
+    finally:
+        page.close()

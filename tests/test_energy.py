@@ -53,6 +53,8 @@ def test_measure_fills_fields_consistently(tmp_path, monkeypatch, capfd):
     assert m.cpu_energy_kwh > 0, "a busy CPU block must get a CPU figure"
     assert m.energy_kwh == pytest.approx(m.cpu_energy_kwh + m.gpu_energy_kwh + m.ram_energy_kwh, rel=1e-9)
     assert m.country_iso_code == "DEU" and m.country_name == "Germany"
+    assert m.grid.startswith("Germany grid, 381 g/kWh (2023 yearly average")
+    assert "Germany grid" in m.summary() and "share of the energy" in m.summary()
     assert m.carbon_intensity_g_per_kwh == pytest.approx(carbon_intensity("DEU"))
     assert m.emissions_kg == pytest.approx(m.energy_kwh * m.carbon_intensity_g_per_kwh / 1000, rel=1e-6)
     # Plausible average power for a CPU block on any laptop or server: between 0.1 W and 2 kW.
@@ -72,16 +74,49 @@ def test_short_block_still_gets_a_cpu_figure():
     assert m.cpu_energy_kwh > 0 and m.ram_energy_kwh > 0
 
 
-def test_no_sensor_path_says_estimate():
-    # The course's containers (and most laptops) have no readable sensor: the summary must say the figure is an
-    # estimate. Where a sensor exists, the summary must not claim an estimate for the CPU.
+def test_live_probe_and_its_report_agree():
+    # Asserts on every machine: with or without a sensor, the one-line basis, how() and the probe's report must agree.
     with measure("probe") as m:
-        pass
-    if m.method["cpu"].startswith("estimate"):
-        assert m.estimated
-        assert "ESTIMATE" in m.summary()
-        assert "estimate" in repr(m)
-    assert "ESTIMATE" in energy.how_energy_is_measured() or not m.estimated
+        _busy(0.02)
+    report = energy.how_energy_is_measured()
+    assert ("ESTIMATE" in report) == (m.estimated and not m.sensor_parts)
+    assert ("ESTIMATE" in m.summary()) == ("ESTIMATE" in m.how())
+    assert m.basis.split(":")[0] == ("estimate" if not m.sensor_parts else
+                                     "measured" if not m.estimated else "partly measured")
+    assert ("estimate" in repr(m)) == m.estimated
+
+
+def test_no_sensor_measurement_reads_as_an_estimate_everywhere():
+    m = _finished()
+    m.basis = "estimate: CPU 2 threads × 4 W assumed × load, RAM 10 W assumed, no sensor"
+    assert m.estimated and m.how().startswith("ESTIMATE")
+    summary = m.summary()
+    assert "what this is: ESTIMATE: CPU 2 threads × 4 W assumed × load, RAM 10 W assumed, no sensor" in summary
+    assert "estimate" in repr(m)
+
+
+def test_measurement_with_every_part_none_is_not_called_measured_by_sensors():
+    # Regression: estimated used to be False here, so how() said "measured by sensors" for a block nobody measured.
+    m = Measurement("x", "FRA", 1.0, method={"cpu": "none: -", "gpu": "none: -", "ram": "none: -"})
+    assert m.estimated
+    assert m.how().startswith("NOTHING MEASURED")
+    assert Measurement("x", "FRA", 1.0).estimated
+
+
+def test_basis_line_names_the_assumed_watts():
+    class Tracker:
+        _hardware = [_FakeHW("RAM", _force_ram_power=None),
+                     _FakeHW("CPU", _mode="cpu_load", _tdp=8, _cpu_count=2, _model="EPYC")]
+
+    m = _finished(kwh=10 * 2.0 / 3.6e6 * 1.5, seconds=2.0)  # RAM share 3/4 of the energy
+    m.ram_energy_kwh = 10 * 2.0 / 3.6e6  # 10 W for 2 s
+    assert energy._basis(Tracker(), m) == "estimate: CPU 2 threads × 4 W assumed × load, RAM 10 W assumed, no sensor"
+
+    class Sensor:
+        _hardware = [_FakeHW("CPU", _mode="intel_rapl", _tdp=65, _cpu_count=8, _model="i7")]
+
+    rapl = Measurement("x", "FRA", 1.0, method={"cpu": "sensor: RAPL", "gpu": "none: -", "ram": "none: -"})
+    assert energy._basis(Sensor(), rapl) == "measured: CPU read from RAPL energy counters"
 
 
 class _FakeHW:
@@ -219,6 +254,7 @@ def test_carbon_intensity_matches_codecarbon_data():
 
 BAD_INPUT = [
     (lambda: measure(country_iso_code="XYZ"), ValueError, "Unknown country_iso_code 'XYZ'"),
+    (lambda: measure(country_iso_code="ATA"), ValueError, "no grid carbon intensity"),
     (lambda: measure(country_iso_code="france"), ValueError, "Did you mean 'FRA'"),
     (lambda: measure(country_iso_code=250), TypeError, "country_iso_code must be a 3-letter ISO code"),
     (lambda: measure(pue=0.9), ValueError, "pue must be >= 1.0"),
@@ -332,7 +368,9 @@ def test_compare_runs_and_plot():
     ax = energy.plot_runs(runs)
     assert ax.get_ylabel() == "energy (J)"
     s = runs[0].summary()
-    assert "CPU 25%" in s and "RAM 75%" in s and "56 g/kWh" in s
+    # Shares of the energy, labelled as such (a bare "CPU 25%" reads like utilisation).
+    assert "share of the energy: CPU 25%, RAM 75%" in s
+    assert runs[0].shares() == pytest.approx({"CPU": 0.25, "RAM": 0.75})
 
 
 # -- distillation loss ---------------------------------------------------------------------------------------------
@@ -373,35 +411,216 @@ def test_packed_distillation_targets_round_trip():
         energy.pack_distillation_targets(y[:3], teacher)
 
 
-@pytest.mark.slow
-def test_lever_experiment_helpers_are_deterministic_and_distillation_trains():
-    import functools
+# -- location and grid ---------------------------------------------------------------------------------------------
 
-    torch.set_num_threads(1)
-    X_tr, y_tr, X_te, y_te = load_digits_tensors()
-    assert X_tr.shape == (1347, 64) and X_te.shape == (450, 64)
-    assert abs(float(X_tr.mean())) < 1e-5
-    test = make_loader(X_te, y_te, 512, shuffle=False)
 
-    def run(label, **kw):
-        return energy.run_training(label, make_mlp((32,)), make_loader(X_tr, y_tr, 64), test,
-                                   device="cpu", epochs=3, lr=3e-3, **kw)
+@pytest.fixture
+def no_location(monkeypatch):
+    monkeypatch.delenv(energy.COUNTRY_ENV, raising=False)
+    monkeypatch.delenv(energy.PUE_ENV, raising=False)
+    monkeypatch.setattr(energy, "_LOCATION", {"country_iso_code": None, "pue": None})
 
-    a, b = run("a"), run("b")
-    assert a.history.loss == b.history.loss, "same seed, same batches: same losses"
-    assert a.n_params == 64 * 32 + 32 + 32 * 10 + 10
-    assert a.flops == energy.training_flops(a.model, a.history.samples_seen)
-    teacher_logits = a.model(X_tr).detach()
-    d = energy.run_training(
-        "distilled", make_mlp((32,)),
-        make_loader(X_tr, energy.pack_distillation_targets(y_tr, teacher_logits), 64), test, device="cpu",
-        epochs=3, lr=3e-3, loss_fn=functools.partial(distillation_loss, temperature=2.0, alpha=0.5),
-    )
-    assert d.history.samples_seen == a.history.samples_seen
-    assert d.eval_accuracy > 0.8
-    stopped = run("early", target_accuracy=0.5)
-    assert stopped.history.epochs == 1 and stopped.history.stopped_early
-    table = energy.lever_table([a, b, d], reference="b")
-    assert list(table["run"]) == ["a", "b", "distilled"]
-    assert table.loc[1, "energy_vs_ref"] == pytest.approx(1.0)
-    assert (table["eval_acc"] > 0.8).all()
+
+def test_default_grid_is_the_world_average_and_named(no_location):
+    assert energy.location()["country_iso_code"] == "WORLD"
+    assert carbon_intensity() == pytest.approx(475.0)
+    with measure("w") as m:
+        _busy(0.02)
+    assert m.country_iso_code == "WORLD" and m.carbon_intensity_g_per_kwh == pytest.approx(475.0)
+    assert m.emissions_kg == pytest.approx(m.energy_kwh * 0.475, rel=1e-6)
+    assert "World average grid, 475 g/kWh (IEA" in m.summary()
+    assert "set_location" in m.summary()
+
+
+def test_environment_then_set_location_then_argument(no_location, monkeypatch):
+    monkeypatch.setenv("SUSTAINLAB_COUNTRY", "swe")
+    monkeypatch.setenv("SUSTAINLAB_PUE", "1.3")
+    assert energy.location() == {"country_iso_code": "SWE", "pue": 1.3,
+                                 "source": "country from SUSTAINLAB_COUNTRY; PUE from SUSTAINLAB_PUE"}
+    meter = measure("x")
+    assert (meter.country_iso_code, meter.pue) == ("SWE", 1.3)
+    energy.set_location("POL", pue=1.1)
+    meter = measure("x")
+    assert (meter.country_iso_code, meter.pue) == ("POL", 1.1)
+    assert carbon_intensity() == carbon_intensity("POL")
+    meter = measure("x", country_iso_code="FRA", pue=1.0)
+    assert (meter.country_iso_code, meter.pue) == ("FRA", 1.0)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("SUSTAINLAB_COUNTRY", "XYZ", "Unknown SUSTAINLAB_COUNTRY 'XYZ'"),
+    ("SUSTAINLAB_PUE", "0.9", "SUSTAINLAB_PUE must be >= 1.0"),
+    ("SUSTAINLAB_PUE", "cheap", "SUSTAINLAB_PUE must be a number >= 1"),
+])
+def test_bad_environment_is_named_in_the_error(no_location, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        measure("x")
+
+
+# -- FLOPs ---------------------------------------------------------------------------------------------------------
+
+
+def test_training_flops_matches_an_independent_count():
+    # torch's FlopCounterMode counts the matmuls of one forward + backward pass (biases and ReLU aside); with the
+    # input requiring a gradient, every layer computes both gradients, the textbook 2 + 4 FLOPs per weight.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_mlp((128,))
+    X = torch.randn(50, 64, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(X), torch.zeros(50, dtype=torch.long)).backward()
+    counted = counter.get_total_flops()
+    assert energy.training_flops(model, 50) == pytest.approx(counted, rel=0.02)  # biases: 1.5 % of the parameters
+
+
+# -- validation split, sealed test set, stopping every eval_every steps ---------------------------------------------
+
+
+def test_split_validation_is_stratified_seeded_and_disjoint():
+    X, y = torch.arange(200).float().unsqueeze(1), torch.tensor([0] * 150 + [1] * 50)
+    X_fit, y_fit, X_val, y_val = energy.split_validation(X, y, fraction=0.2, random_state=3)
+    assert len(y_val) == 40 and int(y_val.sum()) == 10, "stratified: the 3:1 class ratio is kept"
+    assert not set(X_fit[:, 0].tolist()) & set(X_val[:, 0].tolist())
+    again = energy.split_validation(X, y, fraction=0.2, random_state=3)
+    assert torch.equal(again[2], X_val)
+
+
+def _tiny_data():
+    return energy.LeverData.digits()
+
+
+def test_test_set_is_never_seen_before_the_final_evaluation():
+    data = _tiny_data()
+    sealed = data.sealed_test()
+    with pytest.raises(RuntimeError, match="iterated before training stopped"):
+        iter(sealed)
+    steps_when_seen = []
+
+    class Spy(energy.SealedData):
+        def __iter__(self):
+            steps_when_seen.append(history_steps())
+            return super().__iter__()
+
+    spy = Spy(sealed._data)
+    model = make_mlp((16,))
+    optimizer_steps = []
+
+    def history_steps():
+        return len(optimizer_steps)
+
+    import sustainlab.optim as optim_module
+
+    real_train = optim_module.train
+
+    def recording_train(*args, **kwargs):
+        history = real_train(*args, **kwargs)
+        optimizer_steps.extend(range(history.optimizer_steps))
+        return history
+
+    try:
+        optim_module.train = recording_train
+        run = energy.train_to_target(model, make_loader(data.X_fit, data.y_fit, 32), data.val_loader(), spy,
+                                     lr=1e-2, target_accuracy=0.9, eval_every=5, max_steps=400, device="cpu")
+    finally:
+        optim_module.train = real_train
+    assert spy.times_iterated == 1, "evaluated on the test set exactly once"
+    assert steps_when_seen == [run.steps], "and only after all training steps were made"
+    assert run.reached_target and 0 < run.test_accuracy <= 1
+    # Passing the sealed test set as validation data cannot go unnoticed.
+    with pytest.raises(RuntimeError, match="iterated before training stopped"):
+        energy.train_to_target(make_mlp((16,)), make_loader(data.X_fit, data.y_fit, 32), data.sealed_test(),
+                               lr=1e-2, target_accuracy=0.9, eval_every=5, max_steps=20, device="cpu")
+
+
+def test_stopping_rule_is_checked_every_eval_every_steps():
+    data = _tiny_data()
+    run = energy.train_to_target(make_mlp((32,)), make_loader(data.X_fit, data.y_fit, 32), data.val_loader(),
+                                 lr=1e-2, target_accuracy=0.93, eval_every=7, max_steps=700, device="cpu")
+    acc = run.history.eval_accuracy
+    assert run.reached_target and run.steps % 7 == 0 and run.steps == 7 * len(acc)
+    assert acc[-1] >= 0.93 and all(a < 0.93 for a in acc[:-1]), "stops at the first check that reaches the target"
+    assert run.steps < 1077 / 32 * 7, "checked within epochs, not only at epoch ends"
+    assert math.isnan(run.test_accuracy)
+    full = energy.train_to_target(make_mlp((32,)), make_loader(data.X_fit, data.y_fit, 32), data.val_loader(),
+                                  lr=1e-2, eval_every=10, max_steps=45, device="cpu")
+    assert full.steps == 50 and not full.reached_target, "the budget rounds up to a multiple of eval_every"
+
+
+def test_training_config_pairs_seeds_and_scales_checks_to_samples():
+    data = _tiny_data()
+    small = energy.training_config(data, hidden=(16,), batch_size=8, lr=1e-2, target_accuracy=0.9,
+                                   check_every_samples=160, device="cpu")
+    large = energy.training_config(data, hidden=(16,), batch_size=32, lr=1e-2, target_accuracy=0.9,
+                                   check_every_samples=160, device="cpu")
+    a0, a1, b0 = small(), small(), large()
+    assert a0.eval_every == 20 and b0.eval_every == 5, "160 samples between checks whatever the batch size"
+    assert a0.history.loss != a1.history.loss, "call k uses seed k"
+    assert energy.training_config(data, hidden=(16,), batch_size=8, lr=1e-2, target_accuracy=0.9,
+                                  check_every_samples=160, device="cpu")().history.loss == a0.history.loss
+    best, table = energy.choose_lr(data, lrs=(1e-4, 1e-2), hidden=(16,), batch_size=32, target_accuracy=0.9,
+                                   max_epochs=3, device="cpu")
+    assert best == 1e-2 and list(table["lr"]) == [1e-4, 1e-2]
+    assert table.set_index("lr").loc[1e-2, "samples"] < table.set_index("lr").loc[1e-4, "samples"]
+
+
+def test_lever_table_and_plot_from_an_interleaved_comparison():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sustainlab.evidence import compare_interleaved
+
+    data = _tiny_data()
+    common = dict(hidden=(16,), lr=1e-2, target_accuracy=0.9, check_every_samples=160, device="cpu")
+    comparison = compare_interleaved({
+        "stop at target": energy.training_config(data, batch_size=32, **common),
+        "fixed budget": energy.training_config(data, batch_size=32, **{**common, "target_accuracy": None,
+                                                                     "max_epochs": 15}),
+    }, repeats=5, energy=False, warmup=False)
+    table = energy.lever_table(comparison)
+    assert list(table.index) == ["stop at target", "fixed budget"]
+    assert table.loc["stop at target", "reached target"] == "5/5"
+    assert table.loc["fixed budget", "verdict"] == "no measurable difference on this machine", "no energy measured"
+    ax = energy.plot_energy_vs_accuracy(comparison)
+    assert ax.get_ylabel() == "test accuracy" and "energy" in ax.get_xlabel() and ax.get_title()
+
+
+def test_int8_and_pruning_keep_a_working_model():
+    data = _tiny_data()
+    model = energy.training_config(data, hidden=(64,), lr=1e-2, max_epochs=3, device="cpu")().model.cpu()
+    before = energy.accuracy(model, data.X_test, data.y_test)
+    int8 = energy.quantize_int8(model)
+    assert any("quantized" in type(m).__module__ for m in int8.modules())
+    assert energy.model_bytes(int8) < energy.model_bytes(model) / 2
+    assert energy.accuracy(int8, data.X_test, data.y_test) == pytest.approx(before, abs=0.03)
+    pruned, sparsity = energy.prune_magnitude(model, 0.5)
+    assert sparsity == pytest.approx(0.5, abs=0.01)
+    assert not list(pruned.named_buffers()), "pruning made permanent (no masks left)"
+    assert float(model[0].weight.detach().abs().min()) > 0, "the original model is untouched"
+    assert energy.accuracy(pruned, data.X_test, data.y_test) > before - 0.1
+    predict = energy.inference_config(model, data.X_test, predictions=1000)
+    assert predict() == 3 * len(data.X_test)
+
+
+MORE_BAD_INPUT = [
+    (lambda: energy.split_validation(torch.zeros(10, 2), torch.zeros(10), fraction=0.0), ValueError,
+     "fraction must be > 0"),
+    (lambda: energy.split_validation(torch.zeros(10, 2), torch.zeros(10), fraction=1.0), ValueError,
+     "fraction must be < 1"),
+    (lambda: energy.split_validation(torch.zeros(10, 2), torch.zeros(9)), ValueError, "same length"),
+    (lambda: energy.set_location("Atlantis"), ValueError, "Unknown country_iso_code 'Atlantis'"),
+    (lambda: energy.set_location(pue=0.5), ValueError, "pue must be >= 1.0"),
+    (lambda: energy.train_to_target(make_mlp((4,)), [], [], eval_every=0), ValueError, "eval_every must be >= 1"),
+    (lambda: energy.train_to_target(make_mlp((4,)), [], [], target_accuracy=1.5), ValueError,
+     "target_accuracy must be <= 1.0"),
+    (lambda: energy.choose_lr(None, lrs=()), ValueError, "at least one learning rate"),
+    (lambda: energy.choose_lr(None), ValueError, "needs target_accuracy"),
+    (lambda: energy.prune_magnitude(make_mlp((4,)), 1.0), ValueError, "amount must be < 1.0"),
+    (lambda: energy.inference_config(make_mlp((4,)), torch.zeros(0, 64)), ValueError, "at least one sample"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", MORE_BAD_INPUT)
+def test_more_bad_input_is_rejected_clearly(call, error, message, no_location):
+    with pytest.raises(error, match=message):
+        call()

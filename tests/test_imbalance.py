@@ -162,18 +162,24 @@ def test_interpolate_and_neighbors_basics():
 
 
 BAD_INPUTS = [
-    (dict(X=np.array([[np.nan, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "NaN or infinite"),
-    (dict(X=np.array([[np.inf, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "NaN or infinite"),
+    (dict(X=np.array([[np.nan, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "X contains NaN"),
+    (dict(X=np.array([[np.inf, 1.0]] + [[i, i] for i in range(9)]), y=[0] * 4 + [1] * 6), {}, "X contains infinity"),
     (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 7 + [1] * 3), {}, r"only 3 sample\(s\).*k_neighbors \+ 1"),
     (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": {1: 2}}, "below its current"),
     (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": {5: 8}}, "not present"),
     (dict(X=pd.DataFrame({"a": range(10), "sex": list("MF") * 5}), y=[0] * 6 + [1] * 4), {}, "non-numeric.*'sex'"),
-    (dict(X=np.array([["a", "b"]] * 10), y=[0] * 6 + [1] * 4), {}, "non-numeric"),
+    (dict(X=np.array([["a", "b"]] * 10), y=[0] * 6 + [1] * 4), {}, "numeric"),
     (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 10), {}, "at least 2 classes"),
-    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 9), {}, "different lengths"),
-    (dict(X=np.arange(10.0), y=[0] * 6 + [1] * 4), {}, "must be 2-D"),
-    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": "majority"}, "one of"),
-    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": 1.5}, "<= 1"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 9), {}, "inconsistent numbers of samples"),
+    (dict(X=np.arange(10.0), y=[0] * 6 + [1] * 4), {}, "Expected 2D array"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": "majority"},
+     "'sampling_strategy' parameter of SMOTE must be .* Got 'majority'"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": 1.5},
+     r"'sampling_strategy' parameter of SMOTE must be a float in the range \(0.0, 1.0\]"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": lambda y: 3},
+     "callable sampling_strategy must return a dict"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=np.linspace(0, 1, 10)), {}, "Unknown label type"),
+    (dict(X=np.arange(20.0).reshape(10, 2), y=np.ones((10, 2), dtype=int)), {}, "Multilabel"),
     (dict(X=np.arange(20.0).reshape(10, 2), y=[0] * 6 + [1] * 4), {"sampling_strategy": 0.5}, "remove samples"),
     (dict(X=np.arange(30.0).reshape(15, 2), y=[0] * 9 + [1] * 3 + [2] * 3), {"sampling_strategy": 0.9,
                                                                             "k_neighbors": 1}, "binary"),
@@ -191,6 +197,100 @@ def test_smote_bad_input_raises_clear_value_error(data, params, message):
 def test_resolve_sampling_strategy_auto_counts():
     """Does "auto" raise every non-majority class to the majority count?"""
     assert resolve_sampling_strategy("auto", ["a"] * 6 + ["b"] * 2 + ["c"]) == {"b": 4, "c": 5}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES_MULTI, ids=str)
+def test_resolve_sampling_strategy_is_imblearns_with_plain_labels(multiclass, strategy):
+    """Is the result imblearn's check_sampling_strategy, in the same order, with plain Python labels and counts?"""
+    from imblearn.utils import check_sampling_strategy
+
+    _, y = multiclass
+    ours = resolve_sampling_strategy(strategy, y)
+    assert list(ours.items()) == list(check_sampling_strategy(strategy, y, "over-sampling").items())
+    assert all(type(label) is int and type(n) is int for label, n in ours.items())
+
+
+@pytest.mark.parametrize("strategy, message", [
+    ("majority", "sampling_strategy must be one of 'auto'"),
+    ([1, 2], "sampling_strategy must be one of"),
+    (lambda y: [1], "callable sampling_strategy must return a dict"),
+    ({"b": 1}, r"samples of class 'b', below its current count 2"),
+    ({"z": 9}, r"class counts \{'a': 6, 'b': 2, 'c': 1\}.*not present"),
+])
+def test_resolve_sampling_strategy_errors_name_the_parameter(strategy, message):
+    """Do bad strategies raise a ValueError that names sampling_strategy (and the class, when one is at fault)?"""
+    with pytest.raises(ValueError, match=message):
+        resolve_sampling_strategy(strategy, ["a"] * 6 + ["b"] * 2 + ["c"])
+
+
+def test_smote_fit_validates_and_resolves_without_resampling(binary, monkeypatch):
+    """Does fit set the fitted attributes without generating any sample (its docstring's promise)?"""
+    from sustainlab import imbalance
+
+    def fail(*args, **kwargs):
+        raise AssertionError("fit resampled the data")
+
+    monkeypatch.setattr(imbalance, "_smote_resample", fail)
+    X, y = binary
+    sampler = SMOTE(random_state=0)
+    assert sampler.fit(pd.DataFrame(X, columns=list("abcde")), y) is sampler
+    assert sampler.sampling_strategy_ == {1: int((y == 0).sum() - (y == 1).sum())}
+    assert sampler.n_features_in_ == 5 and list(sampler.feature_names_in_) == list("abcde")
+    with pytest.raises(ValueError, match="k_neighbors must be >= 1"):
+        SMOTE(k_neighbors=0).fit(X, y)
+    with pytest.raises(ValueError, match="only 2 sample"):
+        SMOTE().fit_resample(X[:12], np.r_[np.zeros(10), np.ones(2)])
+
+
+def test_smote_integer_dataframe_columns_become_float_not_truncated():
+    """Are interpolated values kept (float64) when the DataFrame's columns are integers?"""
+    X = pd.DataFrame({"a": np.arange(20) * 10, "b": np.arange(20) % 3})
+    y = np.r_[np.zeros(14, dtype=int), np.ones(6, dtype=int)]
+    X_res, _ = SMOTE(k_neighbors=3, random_state=0).fit_resample(X, y)
+    assert list(X_res.dtypes) == [np.float64, np.float64]
+    assert not np.allclose(X_res["a"].iloc[20:] % 1, 0)
+
+
+def test_smote_sparse_input_matches_dense_and_stays_sparse(multiclass):
+    """Does a CSR matrix give the dense result, as a CSR matrix?"""
+    from scipy import sparse
+
+    X, y = multiclass
+    X_dense, y_dense = SMOTE(random_state=0).fit_resample(X, y)
+    X_sparse, y_sparse = SMOTE(random_state=0).fit_resample(sparse.csr_matrix(X), y)
+    assert sparse.issparse(X_sparse) and X_sparse.format == "csr"
+    np.testing.assert_allclose(X_sparse.toarray(), X_dense)
+    np.testing.assert_array_equal(y_sparse, y_dense)
+
+
+def _imblearn_sampler_checks(estimator):
+    from imblearn.utils.estimator_checks import _check_name, estimator_checks_generator
+
+    return {_check_name(check): check for _, check in estimator_checks_generator(estimator)}
+
+
+# imbalanced-learn's own sampler checks, as listed for its SMOTE (the reference): each runs on both samplers.
+_REFERENCE_CHECKS = _imblearn_sampler_checks(ImblearnSMOTE(random_state=0))
+
+
+def test_smote_has_imblearns_sampler_tags():
+    """Does imbalanced-learn generate the same checks for our SMOTE as for its own (same tags: sparse, pandas...)?"""
+    assert list(_imblearn_sampler_checks(SMOTE(random_state=0))) == list(_REFERENCE_CHECKS)
+
+
+@pytest.mark.parametrize("name", list(_REFERENCE_CHECKS))
+def test_smote_passes_imblearns_estimator_checks(name):
+    """Does our SMOTE pass each of imbalanced-learn's estimator checks that imbalanced-learn's SMOTE passes?"""
+    import warnings
+
+    check = _REFERENCE_CHECKS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checks' own data sets trigger sklearn/pandas warnings in both samplers
+        try:
+            check(ImblearnSMOTE(random_state=0))
+        except Exception as error:  # the reference fails it as well: nothing to compare with
+            pytest.skip(f"imbalanced-learn's SMOTE fails {name} too: {type(error).__name__}: {error}")
+        check(SMOTE(random_state=0))
 
 
 def test_leakage_demo_leaky_protocol_scores_higher(binary):

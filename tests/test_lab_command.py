@@ -1,4 +1,7 @@
-"""Command 1 (`make lab`) serves the course, and set-up is not repeated when nothing changed."""
+"""Command 1 (`make lab`) serves the course, and set-up is not repeated when nothing changed.
+
+These run `make` for real (and so need its venv); tests/test_lab_config.py checks the recipe and its pieces without.
+"""
 
 import json
 import os
@@ -44,7 +47,8 @@ def test_make_lab_serves_the_welcome_notebook(tmp_path):
         stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        url = f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?token={token}"
+        # make lab serves the repository with the learner's exercises/ (written on first use) next to notebooks/.
+        url = f"http://127.0.0.1:{port}/api/contents/exercises/00_welcome.ipynb?token={token}"
         deadline = time.monotonic() + 90
         while True:
             try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sustainlab.chapters import CHAPTERS
+from sustainlab.chapters import CHAPTERS, KERNEL_CHECK_CELL
 from sustainlab.checks import passed_line, registry
 from sustainlab.notebook import check_metadata, is_check, is_hidden_check
 
@@ -43,13 +43,37 @@ def test_notebook_follows_the_conventions(chapter):
     notebook = _notebook(chapter)
     assert notebook.metadata.get("kernelspec", {}).get("name") == "sustainlab"
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
-    assert "seed_everything(" in code_cells[0].source, "the first code cell must seed everything"
+    if code_cells[0].source == KERNEL_CHECK_CELL:
+        code_cells = code_cells[1:]
+    assert "seed_everything(" in code_cells[0].source, "the first code cell (after the kernel check) must seed everything"
     for cell in code_cells:
         assert cell.execution_count is not None, "every code cell must have been executed and saved (make notebooks)"
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", f"a stored output is an error: {cell.source[:60]!r}"
             text = output.get("text", "")
             assert "it/s]" not in text and "s/it]" not in text, "a progress bar leaked into the stored outputs"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])
+def test_first_code_cell_checks_the_kernel(chapter):
+    """A kernel without the course's packages stops at the first cell with 'switch the kernel to Python (sustainlab)'."""
+    first = next(c for c in _notebook(chapter).cells if c.cell_type == "code")
+    assert first.source == KERNEL_CHECK_CELL, f"{chapter.notebook} must start with sustainlab.chapters.KERNEL_CHECK_CELL"
+    assert not first.get("outputs"), "the kernel check prints nothing in the right kernel"
+
+
+def test_the_kernel_check_says_to_switch_the_kernel_where_the_package_is_missing(tmp_path):
+    """Run the cell in a Python that cannot import sustainlab (no site-packages, no PYTHONPATH): one clear line."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", KERNEL_CHECK_CELL], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: This notebook needs the course's packages: switch the kernel to "
+                           "Python (sustainlab)")
+    assert "No module named" not in result.stderr, "the original error must not be chained in"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.slug for c in CHAPTERS])

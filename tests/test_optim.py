@@ -350,12 +350,17 @@ SGD_SETTINGS = [
     {"lr": 0.05, "momentum": 0.9, "nesterov": True},
     {"lr": 0.1, "momentum": 0.5, "dampening": 0.3, "weight_decay": 1e-2},
     {"lr": 0.02, "momentum": 0.95, "nesterov": True, "weight_decay": 5e-3},
+    {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2, "maximize": True},
+    {"lr": torch.tensor(0.05), "momentum": 0.9, "nesterov": True},
 ]
 ADAM_SETTINGS = [
     {"lr": 1e-2},
     {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6},
     {"lr": 1e-2, "weight_decay": 1e-2},
     {"lr": 5e-3, "betas": (0.0, 0.9)},
+    {"lr": 1e-2, "amsgrad": True},
+    {"lr": 3e-3, "weight_decay": 1e-2, "amsgrad": True, "maximize": True},
+    {"lr": torch.tensor(1e-2), "betas": (0.8, 0.99), "amsgrad": True},
 ]
 
 
@@ -382,6 +387,76 @@ def test_decoupled_adam_matches_torch_adamw(settings):
     assert (ours - ref).abs().max() < 1e-6
     coupled = _trajectory(lambda groups: optim.Adam(groups, **settings))
     assert (coupled - ref).abs().max() > 1e-4  # the two kinds of weight decay really differ
+
+
+@pytest.mark.parametrize("settings", [{"lr": 1e-2}, {"lr": 3e-3, "weight_decay": 0.1, "amsgrad": True},
+                                      {"lr": torch.tensor(1e-2), "maximize": True}], ids=str)
+def test_adamw_class_matches_torch_adamw(settings):
+    ours = _trajectory(lambda groups: optim.AdamW(groups, **settings))
+    ref = _trajectory(lambda groups: torch.optim.AdamW(groups, **settings))
+    assert (ours - ref).abs().max() < 1e-6
+    assert (ours[-1] - ours[0]).abs().max() > 1e-2
+
+
+def test_amsgrad_and_maximize_change_the_trajectory():
+    """The new options are not ignored: each gives another trajectory than the plain optimizer."""
+    plain = _trajectory(lambda groups: optim.Adam(groups, lr=1e-2))
+    assert (_trajectory(lambda groups: optim.Adam(groups, lr=1e-2, amsgrad=True)) - plain).abs().max() > 1e-3
+    assert (_trajectory(lambda groups: optim.Adam(groups, lr=1e-2, maximize=True)) - plain).abs().max() > 1e-2
+    sgd = _trajectory(lambda groups: optim.SGD(groups, lr=0.1))
+    assert (_trajectory(lambda groups: optim.SGD(groups, lr=0.1, maximize=True)) - sgd).abs().max() > 1e-2
+
+
+# torch's optimizer test database (torch/testing/_internal/common_optimizers.py): the constructor kwargs torch's own
+# tests run each optimizer with. We take the configurations listed for CPU, CUDA and MPS (all plain kwargs; the
+# CUDA and MPS lists hold Adam's tensor-lr cases) plus the implementation-flag variants torch adds to each of them.
+_IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _torch_optimizer_configs():
+    try:
+        from torch.testing._internal.common_optimizers import (
+            _get_optim_inputs_including_global_cliquey_kwargs,
+            optim_db,
+        )
+    except ImportError as error:  # expecttest (pinned in the lock) is what torch's test helpers import
+        return [pytest.param(None, None, None, id=f"torch optimizer database unavailable: {error}")]
+    ours = {"SGD": optim.SGD, "Adam": optim.Adam, "AdamW": optim.AdamW}
+    configs, seen = [], set()
+    for info in optim_db:
+        name = info.optim_cls.__name__
+        if name not in ours:
+            continue
+        for device in ("cpu", "cuda", "mps"):
+            for config in _get_optim_inputs_including_global_cliquey_kwargs(device, None, info):
+                # The devices differ in which flags they list as False; a flag that is off changes nothing.
+                key = (name, repr(sorted((k, v) for k, v in config.kwargs.items()
+                                         if k not in _IMPLEMENTATION_FLAGS or v)))
+                if key not in seen:
+                    seen.add(key)
+                    configs.append(pytest.param(name, config.kwargs, info.optim_cls, id=f"{name}: {config.desc}"))
+    return configs
+
+
+@pytest.mark.parametrize("name, kwargs, reference", _torch_optimizer_configs())
+def test_optimizers_match_torch_on_torchs_own_test_configurations(name, kwargs, reference):
+    """Every configuration torch tests SGD/Adam/AdamW with gives torch's trajectory within 1e-6 over 120 steps.
+
+    Out of scope, skipped: configurations that switch on an implementation flag (foreach, fused, capturable,
+    differentiable). They choose torch's kernels (multi-tensor, fused, CUDA-graph safe, autograd through the step),
+    not the update, and ours is the one readable per-tensor loop; switched on, they raise a ValueError that says so.
+    """
+    if name is None:
+        pytest.fail("torch.testing._internal.common_optimizers cannot be imported (is expecttest installed?)")
+    flags_on = [flag for flag in _IMPLEMENTATION_FLAGS if kwargs.get(flag)]
+    if flags_on:
+        with pytest.raises(ValueError, match=f"({'|'.join(flags_on)})=True is not supported"):
+            getattr(optim, name)([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+        pytest.skip(f"implementation flag {', '.join(flags_on)}: selects torch's kernels, out of scope for ours")
+    ours = _trajectory(lambda groups: getattr(optim, name)(groups, **kwargs))
+    ref = _trajectory(lambda groups: reference(groups, **kwargs))
+    assert (ours - ref).abs().max() < 1e-6
+    assert (ref[-1] - ref[0]).abs().max() > 1e-3  # the parameters did move
 
 
 def test_float32_trajectories_stay_close_to_torch():
@@ -428,6 +503,11 @@ def test_our_optimizers_work_with_train_and_state_dict():
         (lambda p: optim.Adam(p, betas=0.9), "betas must be a pair"),
         (lambda p: optim.Adam(p, eps=0.0), "eps must be > 0"),
         (lambda p: optim.Adam(p, lr=float("inf")), "lr must be a finite number"),
+        (lambda p: optim.SGD(p, lr=torch.tensor([0.1, 0.2])), "tensor lr must have one element"),
+        (lambda p: optim.Adam(p, lr=torch.tensor(-1.0)), "lr must be >= 0"),
+        (lambda p: optim.SGD(p, foreach=True), "foreach=True is not supported"),
+        (lambda p: optim.AdamW(p, fused=True), "fused=True is not supported: sustainlab's AdamW"),
+        (lambda p: optim.Adam(p, capturable=True), "capturable=True is not supported"),
     ],
 )
 def test_optimizers_reject_bad_hyper_parameters(make, message):
@@ -516,3 +596,53 @@ def test_hidden_check_catches_answers_tailored_to_the_visible_check(gd_step, pas
     (cell,) = [c for c in _notebook_check_cells() if c.metadata["sustainlab"]["check"] == "gd-1-hidden"]
     exec(cell.source, {"np": np, "gd_step": gd_step})
     assert capsys.readouterr().out.strip().startswith(verdict)
+
+
+@pytest.fixture
+def progress_bars(monkeypatch):
+    """Every progress bar ``train`` draws, with bars forced on (the test runners turn them off)."""
+    monkeypatch.setenv("SUSTAINLAB_PROGRESS", "1")
+    made = []
+    real = optim.progress
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(optim, "progress", recording)
+    return made
+
+
+def _bar_state(bar):
+    return bar.n, bar.total, bar.disable  # tqdm sets `disable` when the bar is closed
+
+
+@pytest.mark.parametrize("notebook_bar", [False, True], ids=["terminal", "notebook"])
+def test_early_stop_closes_the_progress_bar_as_done(progress_bars, monkeypatch, notebook_bar):
+    """Stopped by stop_when after 3 of 10 epochs: the bar ends full (3 of 3 batches) and closed, not red at 30 %."""
+    if notebook_bar:
+        import tqdm.auto
+        import tqdm.notebook
+
+        monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)
+    X, y = _classification_data()
+    model = _mlp().float()
+    train(model, [(X, y)], torch.optim.SGD(model.parameters(), lr=0.1), epochs=10, device="cpu",
+          stop_when=lambda h: h.epochs >= 3)
+    (bar,) = progress_bars
+    assert _bar_state(bar) == (3, 3, True)
+    if notebook_bar:
+        assert bar.container.children[1].bar_style != "danger"
+
+
+def test_a_run_that_fails_leaves_its_bar_short_of_the_total(progress_bars):
+    """Only a failure (here divergence) may leave the bar unfinished: that is what marks it red in a notebook."""
+    X = torch.randn(64, 3)
+    y = X.sum(dim=1, keepdim=True)
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(DivergenceError):
+        train(model, [(X, y)] * 4, torch.optim.SGD(model.parameters(), lr=1e6), epochs=5,
+              loss_fn=torch.nn.functional.mse_loss, device="cpu")
+    (bar,) = progress_bars
+    n, total, closed = _bar_state(bar)
+    assert closed and total == 20 and n < total

@@ -54,3 +54,17 @@ def test_course_notebooks_in_chapter_order():
     names = [p.name for p in course_notebooks(ROOT)]
     assert names[0] == "00_welcome.ipynb"
     assert names == sorted(names)
+
+
+TCP_WARNING = "Kernel is running over TCP without encryption"
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="ZeroMQ IPC exists on POSIX systems only")
+def test_run_all_kernels_start_without_the_tcp_warning(tmp_path, capfd):
+    """The kernel's stderr is the terminal's (make course, make notebooks): its start must not warn about TCP."""
+    path = _write(tmp_path / "quiet.ipynb", "import ipykernel.kernelapp as k\nprint(k.IPKernelApp.instance().transport)")
+    run = execute_notebook(path, save=True)
+    assert run.ok, run.error
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0]["text"] == "ipc\n"
+    captured = capfd.readouterr()
+    assert TCP_WARNING not in captured.err + captured.out

@@ -57,8 +57,47 @@ def test_pick_device_prefers_cuda_then_mps(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_pick_device_unavailable_cuda_says_what_is_available():
-    with pytest.raises(RuntimeError, match=r"'cuda'.*not available.*Available: .*cpu"):
+    with pytest.raises(RuntimeError, match=r"pick_device\('cuda'\) asks for 'cuda'.*Available here: .*cpu"):
         pick_device("cuda")
+
+
+def _cpu_only_machine(monkeypatch, cuda_build=None):
+    monkeypatch.setattr(utils, "available_devices", lambda: ["cpu"])
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+
+
+def test_device_variable_on_a_cpu_only_build_says_what_was_asked_installed_and_the_fix(monkeypatch):
+    """SUSTAINLAB_DEVICE=cuda with a CPU wheel: one line naming the variable, the build and both ways out."""
+    _cpu_only_machine(monkeypatch)
+    monkeypatch.setenv("SUSTAINLAB_DEVICE", "cuda")
+    with pytest.raises(RuntimeError) as caught:
+        pick_device()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("SUSTAINLAB_DEVICE=cuda asks for 'cuda'")
+    assert f"PyTorch {torch.__version__} is a CPU-only build" in message
+    assert "unset SUSTAINLAB_DEVICE" in message and "install a build of PyTorch with CUDA" in message
+
+
+def test_device_variable_with_a_cuda_build_but_no_gpu_blames_the_driver_not_the_build(monkeypatch):
+    _cpu_only_machine(monkeypatch, cuda_build="12.1")
+    monkeypatch.setenv("SUSTAINLAB_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match=r"built for CUDA 12\.1 yet sees no NVIDIA GPU.*check the driver") as caught:
+        pick_device()
+    assert "install a build" not in str(caught.value)
+
+
+def test_sustainlab_env_reports_an_unusable_device_variable_instead_of_crashing(monkeypatch, capsys):
+    from sustainlab.cli import main
+
+    _cpu_only_machine(monkeypatch)
+    monkeypatch.setenv("SUSTAINLAB_DEVICE", "cuda")
+    assert main(["env"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["device", "cpu"] for line in lines)
+    row = next(line for line in lines if line.startswith("SUSTAINLAB_DEVICE"))
+    assert "NOT USABLE" in row and "CPU-only build" in row
+    assert any(line.startswith("torch build") and "CPU-only" in line for line in lines)
 
 
 @pytest.mark.parametrize("bad", ["tpu", "gpu", "cuda:x", ""])
@@ -71,7 +110,7 @@ def test_pick_device_environment_variable(monkeypatch):
     monkeypatch.setenv("SUSTAINLAB_DEVICE", "cpu")
     assert pick_device() == torch.device("cpu")
     monkeypatch.setenv("SUSTAINLAB_DEVICE", "quantum")
-    with pytest.raises(ValueError, match="Unknown device 'quantum'"):
+    with pytest.raises(ValueError, match=r"Unknown device 'quantum' \(SUSTAINLAB_DEVICE=quantum\)"):
         pick_device()
 
 
