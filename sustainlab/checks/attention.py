@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._core import Exercise, expect, expect_close
+from ._core import Exercise, compare_close, expect, expect_close
 
 
 def _rand(*shape, seed=0, scale=1.0):
@@ -35,6 +35,16 @@ def _check_scores(scaled_scores) -> None:
 
 def _reference_scores():
     return lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def _probes_scores(rng):
+    import torch
+
+    def t(*shape):
+        return torch.from_numpy(rng.normal(size=shape).astype("float32"))
+
+    d = int(rng.integers(2, 24))
+    return [(t(3, d), t(5, d)), (t(2, 4, d), t(2, 6, d))]
 
 
 # --- att-2: the causal mask ------------------------------------------------------------------------------------------
@@ -154,6 +164,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-1",
         checker=_check_scores,
         reference=_reference_scores,
+        probes=_probes_scores,
+        compare=compare_close("right on the check's examples but not on other queries and keys: the scale depends on "
+                              "the vector size d.", rtol=1e-4, atol=1e-5),
         wrong=(
             lambda: (lambda q, k: q @ k.transpose(-2, -1)),  # no scaling
             lambda: (lambda q, k: q @ k.transpose(-2, -1) / q.shape[-1]),  # divides by d, not sqrt(d)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import CheckFailed, Exercise, expect, expect_close, is_finite_number
+from ._core import CheckFailed, Exercise, compare_close, expect, expect_close, is_finite_number
 
 
 # energy-1: a training run's footprint from its inputs -------------------------------------------------------------
@@ -32,6 +32,11 @@ def _check_footprint(footprint_kg) -> None:
         footprint_kg(24 * 14.8, 10_000, 330, 1.1, 429), _reference_footprint_kg(24 * 14.8, 10_000, 330, 1.1, 429),
         "right for small runs but not for a large one: avoid rounding inside the formula.", rtol=1e-9,
     )
+
+
+def _probes_footprint(rng):
+    return [(float(rng.uniform(0, 500)), int(rng.integers(1, 64)), float(rng.uniform(50, 700)),
+             float(rng.uniform(1.0, 2.0)), float(rng.uniform(10, 900))) for _ in range(4)]
 
 
 # energy-2: where to run a job -------------------------------------------------------------------------------------
@@ -87,6 +92,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="energy-1",
         checker=_check_footprint,
         reference=lambda: _reference_footprint_kg,
+        probes=_probes_footprint,
+        compare=compare_close("right on the check's examples but not on other runs: use every argument as given.",
+                              rtol=1e-9),
         wrong=(
             lambda: (lambda h, n, w, pue, g: n * w / 1000 * h * g / 1000),  # forgot the PUE
             lambda: (lambda h, n, w, pue, g: n * w / 1000 * h * pue * g),  # grams, not kg

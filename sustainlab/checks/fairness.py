@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, expect, expect_close
+from ._core import CheckFailed, Exercise, compare_close, expect, expect_close
 
 
 def _cases():
@@ -26,6 +26,19 @@ def _cases():
             y_true[idx[:2]] = [0, 1]
         cases.append((y_true, y_pred, groups))
     return cases
+
+
+def _probe_cases(rng, with_truth: bool):
+    probes = []
+    for _ in range(2):
+        n = int(rng.integers(40, 90))
+        groups = rng.choice(["a", "b", "c"], size=n)
+        groups[:6] = ["a", "a", "b", "b", "c", "c"]
+        y_true = rng.integers(0, 2, n)
+        y_true[:6] = [0, 1, 0, 1, 0, 1]  # every group holds both classes, so every rate is defined
+        y_pred = np.where(rng.random(n) < 0.7, y_true, 1 - y_true)
+        probes.append((y_true, y_pred, groups) if with_truth else (y_pred, groups))
+    return probes
 
 
 def _call(func, *args):
@@ -147,6 +160,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-2",
         checker=_check_dp_difference,
         reference=_reference_dp_difference,
+        probes=lambda rng: _probe_cases(rng, with_truth=False),
+        compare=compare_close("right on the check's data but not on other predictions and groups: compute it from "
+                              "the arguments."),
         wrong=(
             # the ratio instead of the difference
             lambda: (lambda y_pred, groups: min(_reference_selection_rates()(y_pred, groups).values())
@@ -162,6 +178,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-3",
         checker=_check_tpr_gap,
         reference=_reference_tpr_gap,
+        probes=lambda rng: _probe_cases(rng, with_truth=True),
+        compare=compare_close("right on the check's data but not on other labels and groups: compute it from the "
+                              "arguments."),
         wrong=(
             _wrong_tpr_gap_uses_fpr,
             # the selection-rate gap (demographic parity) instead
