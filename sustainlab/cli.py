@@ -4,8 +4,9 @@ Each subcommand forwards to a plain Python function that can also be called from
 
     sustainlab run-all [NOTEBOOK ...] [--save] [--budget-seconds S] [--budget-mb MB]
     sustainlab env
-    sustainlab release [SRC] OUT
+    sustainlab release [SRC ...] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
+                     [--sandbox MODE] [--manual scores.csv]
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     from .grading import GradingSetupError, release
 
+    *sources, out = args.paths
     try:
-        result = release(args.src, args.out)
+        result = release(sources or ["notebooks"], out)
     except GradingSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -66,8 +68,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         result = grade(
             args.release, args.submissions, args.out, timeout_s=args.timeout, cell_timeout_s=args.cell_timeout,
             memory_mb=args.memory_mb, jobs=args.jobs, junit_dir=args.junit_dir, progress=not args.no_progress,
+            sandbox_mode=args.sandbox, manual=args.manual,
         )
-    except (GradingSetupError, ValueError, TypeError) as error:
+    except GradingSetupError as error:  # only a set-up problem is exit 2: a grader bug must show its traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(result.summary())
@@ -100,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write student notebooks (solutions and hidden checks removed) and the private grading manifest",
         description="Write OUT/student/*.ipynb to hand out and OUT/release.json to keep. See docs/grading.md.",
     )
-    rel.add_argument("src", nargs="?", default="notebooks", help="instructor notebooks (default: notebooks/)")
-    rel.add_argument("out", help="output folder")
+    rel.add_argument("paths", nargs="+", metavar="SRC ... OUT",
+                     help="instructor notebooks: folders, files or glob patterns (default: notebooks/), then the "
+                          "output folder")
     rel.set_defaults(handler=_cmd_release)
 
     grd = commands.add_parser(
@@ -119,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--jobs", type=int, default=None, metavar="N", help="parallel submissions (default: cores)")
     grd.add_argument("--junit-dir", default=None, metavar="DIR", help="keep nbval's junit XML per submission")
     grd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grd.add_argument("--sandbox", default=None, choices=("bubblewrap", "namespaces", "processes"),
+                     help="strongest containment to try (default: the best this machine offers)")
+    grd.add_argument("--manual", default=None, metavar="CSV",
+                     help="filled-in written-answer scores (student,notebook,check,points) to merge")
     grd.set_defaults(handler=_cmd_grade)
 
     env = commands.add_parser("env", help="print versions and the device this machine offers")

@@ -80,12 +80,20 @@ class _PeakMemory:
             self._stop.wait(self._interval_s)
 
 
+def quiet_variables(base: dict | None = None) -> dict:
+    """A copy of ``base`` (default: ``os.environ``) with what the project's runners give a notebook kernel: no
+    progress bars, no GUI backend, quiet codecarbon. The caller's environment is left as it is."""
+    env = dict(os.environ if base is None else base)
+    env[PROGRESS_ENV] = "0"
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    env.setdefault("CODECARBON_LOG_LEVEL", "error")
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
 def quiet_environment() -> None:
-    """Environment the project's runners give a notebook kernel: no progress bars, no GUI backend, quiet codecarbon."""
-    os.environ[PROGRESS_ENV] = "0"
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    """Apply :func:`quiet_variables` to ``os.environ`` (for kernels started by this process, as ``run-all`` does)."""
+    os.environ.update(quiet_variables())
 
 
 def execute_notebook(
