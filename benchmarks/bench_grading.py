@@ -1,10 +1,11 @@
 """Benchmark ``sustainlab grade``: a synthetic class of N submissions of 00_welcome on J parallel workers.
 
 Half the class hands in the instructor notebook (correct), half the untouched release. Writes
-build/benchmarks/bench_grading.csv and prints seconds per submission and in total. Target (issue #10): 30
-submissions in <= 120 s on 2 cores.
+build/benchmarks/bench_grading.csv (one row per containment mode measured) and prints seconds and CPU-seconds per
+submission. Target (issues #10, #17): 30 submissions in <= 120 s on 2 cores; the evidence split and sandbox should add
+at most 20 % CPU per submission over plain process containment.
 
-    python benchmarks/bench_grading.py [--students 30] [--jobs 2]
+    python benchmarks/bench_grading.py [--students 30] [--jobs 2] [--modes bubblewrap,processes]
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--modes", default="best", help="comma-separated containment modes, or 'best'")
     args = parser.parse_args()
+    tables = [run(args, None if mode == "best" else mode) for mode in args.modes.split(",")]
+    out = write_csv(tables, RESULTS_DIR / "bench_grading.csv")
+    print(f"wrote {out}")
 
+
+def run(args, mode):
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         tmp = Path(tmp)
         (tmp / "src").mkdir()
@@ -42,13 +49,16 @@ def main() -> None:
             shutil.copy(source, folder / WELCOME.name)
         cpu_before = _children_cpu_s()
         start = time.perf_counter()
-        result = grade(tmp / "release", tmp / "subs", tmp / "gradebook.csv", jobs=args.jobs, progress=True)
+        result = grade(tmp / "release", tmp / "subs", tmp / "gradebook.csv", jobs=args.jobs, progress=True,
+                       sandbox_mode=mode)
         total = time.perf_counter() - start
         cpu = _children_cpu_s() - cpu_before
 
     passed = sum(r.status == "passed" for r in result.rows)
     runs = sorted(result.run_seconds)
+    contained_cpu = sum(result.cpu_seconds)
     table = {
+        "mode": result.mode,
         "students": args.students,
         "jobs": args.jobs,
         "cpu_count": os.cpu_count(),
@@ -60,19 +70,21 @@ def main() -> None:
         # cpu_s / jobs estimates the wall time on an otherwise idle machine with `jobs` cores.
         "cpu_s": round(cpu, 1),
         "cpu_s_per_submission": round(cpu / args.students, 2),
+        # CPU of each submission's contained process tree alone (from wait4), without the grader's own judging.
+        "contained_cpu_s_per_submission": round(contained_cpu / args.students, 2),
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "idle_estimate_s": round(cpu / args.jobs, 1),
         "passed_rows": passed,
         "target_s": 4.0 * args.students,  # the issue's target: 30 submissions in 120 s
         "within_target": total <= 4.0 * args.students,
         "idle_estimate_within_target": cpu / args.jobs <= 4.0 * args.students,
     }
-    out = write_csv([table], RESULTS_DIR / "bench_grading.csv")
     for key, value in table.items():
-        print(f"{key:<18} {value}")
+        print(f"{key:<32} {value}")
     print(f"(ratio total/target: {total / table['target_s']:.2f}; idle estimate/target: "
           f"{table['idle_estimate_s'] / table['target_s']:.2f})")
-    print(f"wrote {out}")
     assert passed == (args.students + 1) // 2, "every correct submission should pass"
+    return table
 
 
 def _children_cpu_s() -> float:

@@ -6,7 +6,7 @@ Each subcommand forwards to a plain Python function that can also be called from
     sustainlab env
     sustainlab release [SRC ...] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
-                     [--sandbox MODE] [--manual scores.csv]
+                     [--sandbox MODE] [--manual scores.csv] [--feedback DIR] [--dask ADDRESS]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         result = grade(
             args.release, args.submissions, args.out, timeout_s=args.timeout, cell_timeout_s=args.cell_timeout,
             memory_mb=args.memory_mb, jobs=args.jobs, junit_dir=args.junit_dir, progress=not args.no_progress,
-            sandbox_mode=args.sandbox, manual=args.manual,
+            sandbox_mode=args.sandbox, manual=args.manual, feedback=args.feedback, dask=args.dask,
         )
     except GradingSetupError as error:  # only a set-up problem is exit 2: a grader bug must show its traceback
         print(f"error: {error}", file=sys.stderr)
@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--no-progress", action="store_true", help="no progress bar")
     grd.add_argument("--sandbox", default=None, choices=("bubblewrap", "namespaces", "processes"),
                      help="strongest containment to try (default: the best this machine offers)")
+    grd.add_argument("--feedback", default=None, metavar="DIR",
+                     help="write one HTML feedback page per student and notebook to DIR")
+    grd.add_argument("--dask", default=None, metavar="ADDRESS",
+                     help="run the submissions on a Dask distributed scheduler (e.g. tcp://host:8786)")
     grd.add_argument("--manual", default=None, metavar="CSV",
                      help="filled-in written-answer scores (student,notebook,check,points) to merge")
     grd.set_defaults(handler=_cmd_grade)

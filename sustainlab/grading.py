@@ -903,7 +903,11 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             evidence[spec.id] = sandbox.read_capped(scratch / _EVIDENCE_DIR / f"{safe}.json", MAX_EVIDENCE_BYTES)
         junit, junit_problem = sandbox.read_capped(scratch / "junit.xml", MAX_JUNIT_BYTES)
         problem = ""
-        if run.killed:
+        died, _ = sandbox.read_capped(scratch / "kernel-died", 200)
+        if died is not None:
+            problem = f"the kernel died (out of memory, killed or exited) while running {died.decode('utf-8', 'replace')}"
+            junit = None  # pytest was stopped at once: no report
+        elif run.killed:
             problem = f"notebook ran longer than {settings.limits.wall_s:g} s and was stopped"
         elif junit is None:
             tail = _last_line(run.output_tail) or f"pytest exited with code {run.returncode}"
@@ -992,6 +996,8 @@ def grade(
     sandbox_mode: str | None = None,
     seed: int | None = None,
     manual: str | Path | None = None,
+    feedback: str | Path | None = None,
+    dask: str | None = None,
 ) -> GradeResult:
     """Grade every submission in ``submissions/<student>/<notebook>.ipynb`` against the release manifest.
 
@@ -1021,6 +1027,11 @@ def grade(
         The probes' master seed (default: a fresh secret one; give one only to reproduce a grading).
     manual : path-like, optional
         A filled-in CSV of written-answer scores (columns student, notebook, check, points) to merge.
+    feedback : path-like, optional
+        Write one HTML page per student and notebook there (:mod:`sustainlab.feedback`).
+    dask : str, optional
+        Address of a Dask distributed scheduler (``tcp://host:8786``): run the tasks there instead of a local pool.
+        Workers need this package and its dependencies, and see the machine they run on (use a sandbox there too).
 
     Returns
     -------
@@ -1077,23 +1088,16 @@ def grade(
                 writer.writerows([csv_cell(display_name(c)) if isinstance(c, str) else c for c in r.as_tuple()]
                                  for r in rows_by_key[key])
             log.flush()
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(run_task, task, settings): task for task in the_plan.tasks}
-                for future in as_completed(futures):
-                    task = futures[future]
-                    try:
-                        result = future.result()
-                    except Exception as error:  # the grader must survive anything one submission does
-                        result = TaskResult(problem=clean(f"grader could not run this notebook: {error!r}"))
-                    run_seconds.append(result.seconds)
-                    cpu_seconds.append(result.cpu_s)
-                    junits[task.key] = result.junit
-                    rows = score(task, result, manifest.answers.get(task.notebook, ()))
-                    rows_by_key[task.key] = rows
-                    writer.writerows([csv_cell(display_name(c)) if isinstance(c, str) else c for c in r.as_tuple()]
-                                     for r in rows)
-                    log.flush()
-                    bar.update(1)
+            for task, result in _execute(the_plan.tasks, settings, jobs, dask):
+                run_seconds.append(result.seconds)
+                cpu_seconds.append(result.cpu_s)
+                junits[task.key] = result.junit
+                rows = score(task, result, manifest.answers.get(task.notebook, ()))
+                rows_by_key[task.key] = rows
+                writer.writerows([csv_cell(display_name(c)) if isinstance(c, str) else c for c in r.as_tuple()]
+                                 for r in rows)
+                log.flush()
+                bar.update(1)
     finally:
         bar.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1111,12 +1115,46 @@ def grade(
     totals_path = totals_path_for(out)
     _write_atomic(totals_path, csv_bytes(TOTALS_HEADER, totals))
     partial.unlink(missing_ok=True)
+    if feedback is not None:
+        from .feedback import feedback_html, feedback_path
+
+        for task in the_plan.tasks:
+            _write_atomic(feedback_path(Path(feedback), task.student, task.notebook),
+                          feedback_html(task.source, rows_by_key.get(task.key, [])).encode("utf-8"))
     if junit_dir is not None:
         for (student, name), report in sorted(junits.items()):
             if report:
                 _write_atomic(Path(junit_dir) / display_name(student) / (Path(name).stem + ".junit.xml"), report)
     return GradeResult(rows, totals, out, totals_path, repaired, time.perf_counter() - started, run_seconds,
                        cpu_seconds, mode)
+
+
+def _execute(tasks, settings: Settings, jobs: int, dask_address: str | None):
+    """Yield ``(task, TaskResult)`` as each task finishes: a local thread pool, or a Dask cluster (same function)."""
+
+    def failed(error):  # the grader must survive anything one submission does
+        return TaskResult(problem=clean(f"grader could not run this notebook: {error!r}"))
+
+    if dask_address is None:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run_task, task, settings): task for task in tasks}
+            for future in as_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except Exception as error:
+                    yield futures[future], failed(error)
+        return
+    from distributed import Client, as_completed as dask_completed
+
+    with Client(dask_address, timeout=30) as client:
+        # pure=False: two identical submissions are still two runs; retries=0: a submission is never run twice.
+        futures = {client.submit(run_task, task, settings, pure=False, key=f"grade-{i}"): task
+                   for i, task in enumerate(tasks)}
+        for future in dask_completed(list(futures)):
+            try:
+                yield futures[future], future.result()
+            except Exception as error:
+                yield futures[future], failed(error)
 
 
 def _read_manual(path) -> list[dict]:

@@ -89,7 +89,7 @@ def detect_mode(preferred: str | None = None) -> str:
             return mode
         try:
             probe = subprocess.run(
-                _wrap(mode, [sys.executable, "-c", "print('ok')"], Path(tempfile.gettempdir()), None),
+                _wrap(mode, [_interpreter(), "-c", "print('ok')"], Path(tempfile.gettempdir()), None),
                 capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.SubprocessError):

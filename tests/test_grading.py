@@ -357,6 +357,27 @@ def test_totals_and_manual_scores_merge():
         merge_manual(rows, [{"student": "ann", "notebook": TINY, "check": "gd-1", "points": "1"}])
 
 
+def test_feedback_page_shows_verdicts_at_their_cells_and_nothing_private():
+    """Each visible check's verdict and hint under its cell, points on top; hidden checks only as a verdict; text
+    from the grading escaped; no reference answer."""
+    from sustainlab.feedback import feedback_html, feedback_notebook
+    from sustainlab.notebook import restore_checks, student_version
+
+    restored = restore_checks(student_version(tiny_instructor()), list(specs_of())).notebook
+    rows = [Row("ann", TINY, "gd-1", 0, 1, "failed", "✘ gd-1: <script>alert(1)</script> move against the gradient"),
+            Row("ann", TINY, "gd-1-hidden", 0, 2, "failed", "✘ gd-1-hidden: shape (3, 4) and lr = 0.37"),
+            Row("ann", TINY, "energy-1", 1, 1, "passed", ""), Row("ann", TINY, "tiny-essay", None, 3, "manual", "")]
+    nb = feedback_notebook(nbformat.writes(restored), rows)
+    sources = [c.source for c in nb.cells]
+    assert "1 / 7 points" in sources[0] and "gd-1-hidden (hidden check)" in sources[0]
+    at = next(i for i, c in enumerate(nb.cells) if check_id(c) == "gd-1")
+    assert "move against the gradient" in sources[at + 1] and "<script>" not in sources[at + 1]
+    assert not any(check_id(c) == "gd-1-hidden" for c in nb.cells)
+    page = feedback_html(nbformat.writes(restored), rows)
+    assert "move against the gradient" in page and "lr = 0.37" not in page and "lr * grad" not in page
+    assert "<script>alert(1)" not in page
+
+
 def test_csv_escapes_formulas_and_keeps_undecodable_names():
     """Cells starting with = + - @ cannot run in a spreadsheet; a non-UTF-8 folder name is written, not a crash."""
     name = os.fsdecode(b"caf\xe9")
@@ -462,8 +483,8 @@ def test_run_task_kills_a_notebook_over_its_timeout_with_everything_it_started()
     before = {p.pid for p in psutil.process_iter()}
     result = grading.run_task(task, settings)
     assert result.killed and result.seconds < 30
-    survivors = [p for p in psutil.process_iter() if p.pid not in before and "time.sleep(300)" in " ".join(
-        p.cmdline() if p.is_running() else [])]
+    survivors = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+                 and "time.sleep(300)" in " ".join(p.info["cmdline"] or [])]
     assert not survivors
 
 
@@ -471,7 +492,7 @@ def test_run_task_kills_a_notebook_over_its_timeout_with_everything_it_started()
 
 STRANGE = 'Zoë van Dijk, "the 2nd"'
 NOT_UTF8 = os.fsdecode(b"stud\xe9nt")
-FORMULA = '=HYPERLINK("http://x")'
+FORMULA = '=HYPERLINK("evil")'
 GD_OK = "import numpy as np\n\ndef gd_step(theta, grad, lr):\n    return theta - lr * grad"
 FOOT_OK = "def footprint_kg(hours, n_gpus, gpu_watts, pue, grid_g_per_kwh):\n    return n_gpus * gpu_watts / 1000 * hours * pue * grid_g_per_kwh / 1000"
 SOLVED = {"import numpy": GD_OK, "def footprint_kg": FOOT_OK}
@@ -645,8 +666,23 @@ def build_class(tmp: Path, release_dir: Path, mode: str) -> dict[str, dict]:
     return cases
 
 
+def ensure_bubblewrap() -> None:
+    """Install Debian's bubblewrap on CI when missing (as the browser test installs Chromium), so the sandbox is
+    what CI tests; elsewhere, or when apt cannot, the grader falls back to a weaker mode and says so."""
+    import subprocess
+
+    if shutil.which("bwrap") or os.environ.get("CI") != "true" or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    lock = ["-o", "DPkg::Lock::Timeout=120"]
+    for command in (["apt-get", *lock, "update", "-qq"], ["apt-get", *lock, "install", "-y", "-qq", "bubblewrap"]):
+        if subprocess.run(command, capture_output=True, timeout=300).returncode != 0:
+            return
+    sandbox.detect_mode.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def graded_class(tmp_path_factory):
+    ensure_bubblewrap()
     tmp = tmp_path_factory.mktemp("class")
     release_dir = make_release(tmp)
     mode = sandbox.detect_mode()
@@ -660,7 +696,7 @@ def graded_class(tmp_path_factory):
     gradebook = tmp / "gradebook.csv"
     code = cli.main(["grade", str(release_dir), str(tmp / "submissions"), "--out", str(gradebook),
                      "--timeout", "120", "--cell-timeout", "15", "--jobs", "2", "--no-progress",
-                     "--junit-dir", str(tmp / "junit")])
+                     "--junit-dir", str(tmp / "junit"), "--feedback", str(tmp / "feedback")])
     with gradebook.open(newline="", encoding="utf-8") as stream:
         rows = list(csv.reader(stream))
     import psutil
@@ -852,3 +888,32 @@ def test_class_tampering_is_undone_and_does_not_change_grades(graded_class):
     assert totals.startswith("student,points,max_points,percent")
     assert any(p.name == "90_tiny.junit.xml" for p in (graded_class["tmp"] / "junit").rglob("*"))
     assert not (graded_class["tmp"] / "gradebook.csv.partial").exists()
+
+
+@pytest.mark.slow
+def test_class_feedback_pages_are_written_per_student_and_notebook(graded_class):
+    page = (graded_class["tmp"] / "feedback" / "one wrong" / "90_tiny.html").read_text(encoding="utf-8")
+    assert "✘ energy-1" in page and "3 / 7 points" in page
+    assert (graded_class["tmp"] / "feedback" / "correct" / "00_welcome.html").exists()
+
+
+@pytest.mark.slow
+def test_dask_and_local_runs_give_byte_identical_gradebooks(tmp_path):
+    """The same plan's tasks mapped over a 2-worker LocalCluster on loopback give the local pool's gradebook."""
+    distributed = pytest.importorskip("distributed")
+    release_dir = make_release(tmp_path)
+    student_tiny = release_dir / "student" / TINY
+    for name, changes in {"ann": SOLVED, "bob": {}, "cy": {"def footprint_kg": FOOT_OK.replace(" * pue", "")}}.items():
+        nb = _nb(student_tiny)
+        for start, source in changes.items():
+            _set_source(nb, start, source)
+        (tmp_path / "subs" / name).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "subs" / name / TINY)
+    local = grading.grade(release_dir, tmp_path / "subs", tmp_path / "local.csv", jobs=2, progress=False, seed=11)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster:
+        remote = grading.grade(release_dir, tmp_path / "subs", tmp_path / "dask.csv", progress=False, seed=11,
+                               dask=cluster.scheduler_address)
+    assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()
+    assert [r.points for r in local.rows if r.student == "ann"][:3] == [1, 2, 1]
+    assert remote.rows == local.rows
