@@ -880,11 +880,12 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         (scratch / "pytest.ini").write_text("[pytest]\n")
         notebook = scratch / "submission.ipynb"
         notebook.write_text(task.source, encoding="utf-8")
-        if settings.mode == "bubblewrap":
-            package = Path(settings.package)  # mounted read-only: one copy serves every submission
-        else:  # the submission could write to it: a fresh copy per submission, so it can only spoil its own
+        package = Path(settings.package)
+        if not package.is_dir():  # a Dask worker on another host: its own installation, copied before running
+            package = _package_copy(scratch / "package-source")
+        if settings.mode != "bubblewrap":  # the submission could write to it: a fresh copy that only it can spoil
+            shutil.copytree(package, scratch / "package")
             package = scratch / "package"
-            shutil.copytree(settings.package, package)
         at = lambda p: sandbox.inside(settings.mode, scratch, p)  # noqa: E731
         argv = [
             sandbox._interpreter(), "-m", "pytest", "-c", at(scratch / "pytest.ini"), "--rootdir", at(scratch),
@@ -914,7 +915,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             problem = f"nbval produced no report ({junit_problem}): {tail[:200]}"
         return TaskResult(evidence, junit, run.killed, clean(problem), run.seconds, run.cpu_s, run.mode)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_tree(scratch)
 
 
 # ------------------------------------------------------------------------------------------ the edge: the class
@@ -968,6 +969,17 @@ def _trust_exercises(manifest: Manifest) -> None:
             passed, hint = run_check(exercise, exercise.reference(), seed=1)
             if not passed:
                 raise GradingSetupError(f"the reference answer of {spec.id} fails its own check: {hint}")
+
+
+def _remove_tree(folder: Path) -> None:
+    # The package copies are read-only on purpose; without root, their folders must be writable to be emptied.
+    for path in [folder, *folder.rglob("*")] if folder.exists() else []:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                os.chmod(path, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _package_copy(folder: Path) -> Path:
@@ -1100,7 +1112,7 @@ def grade(
                 bar.update(1)
     finally:
         bar.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_tree(workdir)
 
     # All student code has stopped: put back anything it changed, then write the results.
     repaired = restore_snapshot(release_dir, release_files) + restore_snapshot(submissions, submission_files)
