@@ -135,7 +135,6 @@ def execute_notebook(
     except Exception as error:
         raise ValueError(f"{path} is not a readable notebook: {error}") from error
 
-    quiet_environment()
     client = NotebookClient(
         notebook,
         timeout=cell_timeout_s,
@@ -152,7 +151,7 @@ def execute_notebook(
     start = time.perf_counter()
     with _PeakMemory(kernel_pid) as memory:
         try:
-            client.execute()
+            client.execute(env=quiet_variables())  # the kernel's environment; the caller's is left alone
         except CellExecutionError as failure:
             error = _first_line_of_error(failure)
         except CellTimeoutError:
