@@ -195,12 +195,25 @@ def compare_close(hint: str, *, rtol: float = 1e-6, atol: float = 1e-8) -> Calla
             if isinstance(got, Raised):
                 return got.describe() + " (on inputs the check had not shown before)"
             try:
-                expect_close(got, want, hint, rtol=rtol, atol=atol)
+                _close_nested(got, want, hint, rtol, atol)
             except CheckFailed as failure:
                 return str(failure)
         return None
 
     return compare
+
+
+def _close_nested(got, want, hint, rtol, atol) -> None:
+    if isinstance(want, (tuple, list)):
+        expect(isinstance(got, (tuple, list)) and len(got) == len(want),
+               f"return {len(want)} values as a tuple, got {type(got).__name__}.")
+        for g, w in zip(got, want):
+            _close_nested(g, w, hint, rtol, atol)
+        return
+    if isinstance(want, str):
+        expect(got == want, hint)
+        return
+    expect_close(got, want, hint, rtol=rtol, atol=atol)
 
 
 # ------------------------------------------------------------------------------------------ plain-data evidence

@@ -72,6 +72,10 @@ def _reference_causal():
     return lambda n: torch.ones(n, n, dtype=torch.bool).tril()
 
 
+def _probes_causal(rng):
+    return [(int(n),) for n in rng.integers(2, 13, size=3)]
+
+
 # --- att-3: the online-softmax update --------------------------------------------------------------------------------
 
 
@@ -126,6 +130,21 @@ def _reference_online():
     return online_softmax_update
 
 
+def _probes_online(rng):
+    """One update from a state that has already seen a block, with a new block that raises some row maxima."""
+    import torch
+
+    def t(*shape, scale=1.0):
+        return torch.from_numpy((rng.normal(size=shape) * scale).astype("float32"))
+
+    n_q, d_v, chunk = int(rng.integers(2, 5)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    first = t(n_q, chunk, scale=3.0)
+    m = first.amax(-1, keepdim=True)
+    l = torch.exp(first - m).sum(-1, keepdim=True)
+    acc = torch.exp(first - m) @ t(chunk, d_v)
+    return [(m, l, acc, t(n_q, chunk, scale=6.0), t(chunk, d_v))]
+
+
 def _no_rescale():
     import torch
 
@@ -178,6 +197,8 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-2",
         checker=_check_causal,
         reference=_reference_causal,
+        probes=_probes_causal,
+        compare=compare_close("right for the check's sizes but not for other sequence lengths: build the mask from n."),
         wrong=(
             lambda: (lambda n: __import__("torch").ones(n, n, dtype=__import__("torch").bool).triu()),
             lambda: (lambda n: __import__("torch").ones(n, n, dtype=__import__("torch").bool).tril(-1)),
@@ -188,6 +209,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-3",
         checker=_check_online,
         reference=_reference_online,
+        probes=_probes_online,
+        compare=compare_close("right on the check's blocks but not on a new state and block: rescale the old l and "
+                              "acc by how much the maximum grew.", rtol=1e-4, atol=1e-5),
         wrong=(_no_rescale, _inverted_rescale, _unstable),
     ),
 )

@@ -81,6 +81,15 @@ def _check_greenest_region(greenest_region) -> None:
             )
 
 
+def _probes_region(rng):
+    countries = ["FRA", "DEU", "POL", "SWE", "NOR", "USA", "IND"]
+    probes = []
+    for _ in range(3):
+        chosen = rng.choice(countries, size=int(rng.integers(2, 5)), replace=False)
+        probes.append((float(rng.uniform(1, 500)), {str(c): float(rng.uniform(1.0, 2.0)) for c in chosen}))
+    return probes
+
+
 def _wrong_ignores_pue():
     from sustainlab.energy import carbon_intensity
 
@@ -107,6 +116,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="energy-2",
         checker=_check_greenest_region,
         reference=_reference_greenest_region,
+        probes=_probes_region,
+        compare=compare_close("right on the check's cases but not on other jobs and data centres: compare energy × "
+                              "PUE × grid intensity for every candidate."),
         wrong=(
             _wrong_ignores_pue,
             lambda: (lambda job_kwh, pue_by_country: min(pue_by_country, key=pue_by_country.get)),  # PUE only

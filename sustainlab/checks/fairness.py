@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, compare_close, expect, expect_close
+from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
 
 def _cases():
@@ -75,6 +75,22 @@ def _check_selection_rates(func) -> None:
                 f"the rate for group '{group}' is off: divide the number of positive predictions *in that group* by "
                 "the size *of that group*.",
             )
+
+
+def _compare_rates(student, reference, probes):
+    for got, want in zip(student, reference):
+        if isinstance(got, Raised):
+            return got.describe() + " (on data the check had not shown before)"
+        if not isinstance(got, dict) or {str(k) for k in got} != {str(k) for k in want}:
+            return "on other data, return a dict with one entry per group label present."
+        got = {str(k): v for k, v in got.items()}
+        for group, rate in want.items():
+            try:
+                expect_close(got[str(group)], rate, "")
+            except CheckFailed:
+                return ("right on the check's data but not on other predictions and groups: compute each rate from "
+                        "the arguments.")
+    return None
 
 
 # --- fair-2: demographic-parity difference --------------------------------------------------------------------------
@@ -145,6 +161,8 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-1",
         checker=_check_selection_rates,
         reference=_reference_selection_rates,
+        probes=lambda rng: _probe_cases(rng, with_truth=False),
+        compare=_compare_rates,
         wrong=(
             # the overall rate for everyone
             lambda: (lambda y_pred, groups: {g: float(np.mean(y_pred)) for g in np.unique(groups)}),

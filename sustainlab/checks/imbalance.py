@@ -84,6 +84,11 @@ def _reference_neighbors():
     return neighbors_within_class
 
 
+def _probes_neighbors(rng):
+    return [(rng.normal(size=(int(rng.integers(12, 30)), int(rng.integers(2, 5)))), int(k))
+            for k in rng.integers(1, 5, size=2)]
+
+
 def _wrong_neighbors_with_self():
     def neighbors_within_class(X_class, k):
         from sklearn.neighbors import NearestNeighbors
@@ -202,6 +207,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="smote-2",
         checker=_check_neighbors,
         reference=_reference_neighbors,
+        probes=_probes_neighbors,
+        compare=compare_close("right on the check's points but not on other points and k: use X_class and k as "
+                              "given."),
         wrong=(_wrong_neighbors_with_self, _wrong_neighbors_farthest),
     ),
     Exercise(
