@@ -917,3 +917,25 @@ def test_dask_and_local_runs_give_byte_identical_gradebooks(tmp_path):
     assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()
     assert [r.points for r in local.rows if r.student == "ann" and r.notebook == TINY][:3] == [1, 2, 1]
     assert remote.rows == local.rows
+
+
+def test_containment_limits_the_whole_tree_not_each_process(tmp_path):
+    """4 forks × 300 MB under a 512 MB group limit die (memory of the tree), and a fork loop stops at the process
+    limit; skipped where no cgroup is writable (the per-process limits still apply there)."""
+    if not sandbox._cgroup_roots():
+        pytest.skip("no writable cgroup here")
+    forks = ("import os, time\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+             "        block = bytearray(300 * 2**20)\n        for i in range(0, len(block), 4096):\n"
+             "            block[i] = 1\n        time.sleep(5)\n        os._exit(0)\n    pids.append(pid)\n"
+             "codes = [os.waitpid(p, 0)[1] for p in pids]\nprint('statuses', codes)\n"
+             "raise SystemExit(0 if all(c == 0 for c in codes) else 9)")
+    limits = sandbox.Limits(memory_mb=512, processes=64, wall_s=60)
+    run = sandbox.run_contained([sandbox._interpreter(), "-c", forks], scratch=tmp_path, env={"PATH": "/usr/bin"},
+                                limits=limits, mode="processes")
+    assert run.returncode != 0, run.output_tail
+    spawn = ("import subprocess, sys\nprocs = []\ntry:\n    for _ in range(100):\n"
+             "        procs.append(subprocess.Popen(['sleep', '30']))\nexcept OSError as e:\n"
+             "    print('stopped at', len(procs))\n    raise SystemExit(7)")
+    run = sandbox.run_contained([sandbox._interpreter(), "-c", spawn], scratch=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                                limits=sandbox.Limits(processes=20, wall_s=60), mode="processes")
+    assert run.returncode == 7 and "stopped at" in run.output_tail
