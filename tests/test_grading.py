@@ -939,3 +939,27 @@ def test_containment_limits_the_whole_tree_not_each_process(tmp_path):
     run = sandbox.run_contained([sandbox._interpreter(), "-c", spawn], scratch=tmp_path, env={"PATH": "/usr/bin:/bin"},
                                 limits=sandbox.Limits(processes=20, wall_s=60), mode="processes")
     assert run.returncode == 7 and "stopped at" in run.output_tail
+
+
+def test_written_answers_are_never_executed_and_manual_scores_merge(tmp_path):
+    """A notebook with only a written answer is not run; `grade --manual` fills its points into gradebook and totals."""
+    nb = new_notebook(cells=[new_markdown_cell("Explain PUE.", metadata={"sustainlab": {
+        "answer": "essay-1", "points": 4, "rubric": "cooling and power conversion"}}),
+        new_code_cell("raise SystemExit('never run')", execution_count=1)])
+    (tmp_path / "src").mkdir()
+    nbformat.write(nb, tmp_path / "src" / "70_essay.ipynb")
+    release(tmp_path / "src", tmp_path / "rel")
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    (tmp_path / "subs" / "bob").mkdir(parents=True)
+    shutil.copy(tmp_path / "rel" / "student" / "70_essay.ipynb", tmp_path / "subs" / "ann" / "70_essay.ipynb")
+    first = grading.grade(tmp_path / "rel", tmp_path / "subs", tmp_path / "gb.csv", progress=False)
+    assert [r.as_tuple() for r in first.rows] == [
+        ("ann", "70_essay.ipynb", "essay-1", "", 4, "manual", "cooling and power conversion"),
+        ("bob", "70_essay.ipynb", "essay-1", 0, 4, "missing", "notebook not submitted")]
+    scores = tmp_path / "scores.csv"
+    scores.write_text("student,notebook,check,points\nann,70_essay.ipynb,essay-1,3\n")
+    assert cli.main(["grade", str(tmp_path / "rel"), str(tmp_path / "subs"), "--out", str(tmp_path / "gb.csv"),
+                     "--manual", str(scores), "--no-progress"]) == 0
+    rows = list(csv.reader((tmp_path / "gb.csv").read_text().splitlines()))
+    assert rows[1][:6] == ["ann", "70_essay.ipynb", "essay-1", "3", "4", "failed"]
+    assert (tmp_path / "gb_totals.csv").read_text().splitlines()[1].startswith("ann,3,4,75.0")
