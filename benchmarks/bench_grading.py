@@ -50,6 +50,7 @@ def run(args, mode):
             source = WELCOME if n % 2 == 0 else tmp / "release" / "student" / WELCOME.name
             shutil.copy(source, folder / WELCOME.name)
         cpu_before = _children_cpu_s()
+        self_before = _self_cpu_s()
         start = time.perf_counter()
         if mode == "dask":
             from distributed import LocalCluster
@@ -63,6 +64,7 @@ def run(args, mode):
                            sandbox_mode=mode)
         total = time.perf_counter() - start
         cpu = _children_cpu_s() - cpu_before
+        grader_cpu = _self_cpu_s() - self_before
 
     passed = sum(r.status == "passed" for r in result.rows)
     runs = sorted(result.run_seconds)
@@ -80,8 +82,11 @@ def run(args, mode):
         # cpu_s / jobs estimates the wall time on an otherwise idle machine with `jobs` cores.
         "cpu_s": round(cpu, 1),
         "cpu_s_per_submission": round(cpu / args.students, 2),
-        # CPU of each submission's contained process tree alone (from wait4), without the grader's own judging.
+        # CPU of each submission's contained process tree (its cgroup's accounting, else wait4), and of the grader
+        # process itself (planning, judging, writing; with dask, only the client side).
         "contained_cpu_s_per_submission": round(contained_cpu / args.students, 2),
+        "grader_cpu_s_per_submission": round(grader_cpu / args.students, 3),
+        "total_cpu_s_per_submission": round((contained_cpu + grader_cpu) / args.students, 2),
         "load_average_1min": round(os.getloadavg()[0], 1),
         "idle_estimate_s": round(cpu / args.jobs, 1),
         "passed_rows": passed,
@@ -95,6 +100,11 @@ def run(args, mode):
           f"{table['idle_estimate_s'] / table['target_s']:.2f})")
     assert passed == (args.students + 1) // 2, "every correct submission should pass"
     return table
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _children_cpu_s() -> float:

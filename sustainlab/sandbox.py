@@ -15,8 +15,8 @@ Three modes, best first (:func:`detect_mode` picks the best this machine allows;
 ``processes``
     A new session and process-tree kill only.
 
-In every mode: resource limits (address space, CPU time, file size, no core files; processes and memory of the
-whole tree through a cgroup when one is writable), a wall-clock limit after which everything is killed, output sent
+In every mode: resource limits (address space, CPU time, file size, no core files; processes, memory and CPU
+accounting of the whole tree through a cgroup when one is writable), a wall-clock limit after which everything is killed, output sent
 to a file capped by the file-size limit (never an unbounded pipe into the grader), and reads of what the submission
 left behind through :func:`read_capped` (regular files only, no symlinks, no FIFOs, size-capped).
 """
@@ -157,11 +157,11 @@ def _cgroup_roots() -> list[tuple[str, Path]]:
         _, controllers, path = line.split(":", 2)
         if controllers == "" and (base / "cgroup.controllers").exists():  # pure v2
             folder = base / path.lstrip("/")
-            wanted = {"memory", "pids"} & set((folder / "cgroup.controllers").read_text().split()) \
+            wanted = {"memory", "pids", "cpu"} & set((folder / "cgroup.controllers").read_text().split()) \
                 if (folder / "cgroup.controllers").exists() else set()
             if wanted and os.access(folder, os.W_OK):
                 roots.append(("v2", folder))
-        for controller in ("memory", "pids"):
+        for controller in ("memory", "pids", "cpuacct"):
             if controller in controllers.split(","):
                 folder = base / controller / path.lstrip("/")
                 if os.access(folder, os.W_OK):
@@ -174,6 +174,7 @@ class _Cgroups:
 
     def __init__(self, limits: Limits):
         self.folders: list[Path] = []
+        self.cpu: float | None = None
         name = f"sustainlab-{uuid.uuid4().hex[:12]}"
         for controller, root in _cgroup_roots():
             folder = root / name
@@ -188,6 +189,19 @@ class _Cgroups:
                 self.folders.append(folder)
             except OSError:
                 _remove_cgroup(folder)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of everything that ran in the group (None without a CPU-accounting controller)."""
+        for folder in self.folders:
+            try:
+                if (folder / "cpuacct.usage").exists():
+                    return int((folder / "cpuacct.usage").read_text()) / 1e9
+                if (folder / "cpu.stat").exists():
+                    stats = dict(line.split() for line in (folder / "cpu.stat").read_text().splitlines())
+                    return int(stats["usage_usec"]) / 1e6
+            except (OSError, ValueError, KeyError):
+                continue
+        return None
 
     @property
     def procs_files(self) -> list[str]:
@@ -210,6 +224,7 @@ class _Cgroups:
             if not alive:
                 break
             time.sleep(0.05)
+        self.cpu = self.cpu_seconds()  # read before the groups go
         for folder in self.folders:
             _remove_cgroup(folder)
 
@@ -274,6 +289,8 @@ def run_contained(argv: list[str], *, scratch: Path, env: dict, limits: Limits, 
     finally:
         _kill_group(process.pid)
         cgroups.kill_all()
+        # wait4 misses processes nobody waited for (a PID namespace's orphans): the group's accounting does not.
+        cpu = max(cpu, cgroups.cpu or 0.0)
         shutil.rmtree(log_dir, ignore_errors=True)
     return Contained(code, killed, seconds, cpu, output, mode)
 
