@@ -1089,6 +1089,8 @@ def grade(
     workdir = Path(tempfile.mkdtemp(prefix="sustainlab-package-"))
     bar = progress_bar(None, desc="grading", total=len(the_plan.tasks), unit="nb", file=sys.stderr,
                        disable=not progress)
+    sandbox.become_subreaper()  # last line of defence where no cgroup or PID namespace holds a submission
+    already_running = sandbox.descendants()
     try:
         settings = Settings(mode, str(_package_copy(workdir / "pkg")),
                             sandbox.Limits(memory_mb=memory_mb, cpu_s=2 * timeout_s, wall_s=timeout_s),
@@ -1112,6 +1114,8 @@ def grade(
                 bar.update(1)
     finally:
         bar.close()
+        if dask is None:
+            sandbox.kill_new_descendants(already_running)
         _remove_tree(workdir)
 
     # All student code has stopped: put back anything it changed, then write the results.

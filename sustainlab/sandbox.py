@@ -263,34 +263,32 @@ def run_contained(argv: list[str], *, scratch: Path, env: dict, limits: Limits, 
     log_dir = Path(tempfile.mkdtemp(prefix="sustainlab-log-"))
     killed = False
     start = time.perf_counter()
-    cpu = 0.0
-    code = None
+    cpu, code, process = 0.0, None, None
     try:
         with open(log_dir / "output", "wb") as log:
             process = subprocess.Popen(command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         deadline = start + limits.wall_s if limits.wall_s else float("inf")
-        while True:
-            try:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid:
-                code = os.waitstatus_to_exitcode(status)
-                cpu = usage.ru_utime + usage.ru_stime
-                process.returncode = code
-                break
-            if time.perf_counter() > deadline:
+        # WNOWAIT: the finished process stays a zombie, so its pid (and group id) cannot be reused by an unrelated
+        # process before everything it started has been killed; only then is it reaped.
+        while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            if time.perf_counter() > deadline and not killed:
                 killed = True
                 _kill_group(process.pid)
             time.sleep(0.05)
         seconds = time.perf_counter() - start
-        output = _tail(log_dir / "output", output_cap_bytes)
     finally:
-        _kill_group(process.pid)
+        if process is not None:
+            _kill_group(process.pid)
         cgroups.kill_all()
+        if process is not None:
+            _, status, usage = os.wait4(process.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            process.returncode = code
+            cpu = usage.ru_utime + usage.ru_stime
         # wait4 misses processes nobody waited for (a PID namespace's orphans): the group's accounting does not.
         cpu = max(cpu, cgroups.cpu or 0.0)
+        output = _tail(log_dir / "output", output_cap_bytes) if (log_dir / "output").exists() else ""
         shutil.rmtree(log_dir, ignore_errors=True)
     return Contained(code, killed, seconds, cpu, output, mode)
 
@@ -312,6 +310,44 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def become_subreaper() -> bool:
+    """Make orphans of this process's descendants re-parent to it (Linux), so :func:`kill_new_descendants` finds
+    what a submission detached even where no cgroup or PID namespace caught it."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants() -> set[tuple[int, float]]:
+    """(pid, start time) of every process below this one."""
+    import psutil
+
+    found = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            found.add((proc.pid, proc.create_time()))
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_new_descendants(before: set[tuple[int, float]]) -> None:
+    """Kill every process below this one that is not in ``before`` (the caller's own children are left alone)."""
+    import psutil
+
+    for pid, created in descendants() - before:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() == created:
+                proc.kill()
+                proc.wait(timeout=5)
+        except (psutil.Error, OSError):
+            pass
 
 
 def _tail(path: Path, cap: int) -> str:
