@@ -1160,9 +1160,15 @@ def _execute(tasks, settings: Settings, jobs: int, dask_address: str | None):
                 except Exception as error:
                     yield futures[future], failed(error)
         return
-    from distributed import Client, as_completed as dask_completed
+    try:
+        from distributed import Client, as_completed as dask_completed
 
-    with Client(dask_address, timeout=30) as client:
+        client = Client(dask_address, timeout=30)
+    except ImportError:
+        raise GradingSetupError("--dask needs dask and distributed: pip install -e .[scale]") from None
+    except (OSError, TimeoutError, ValueError) as error:
+        raise GradingSetupError(f"cannot reach the Dask scheduler at {dask_address}: {error}") from None
+    with client:
         # pure=False: two identical submissions are still two runs; retries=0: a submission is never run twice.
         futures = {client.submit(run_task, task, settings, pure=False, key=f"grade-{i}"): task
                    for i, task in enumerate(tasks)}
