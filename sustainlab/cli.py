@@ -5,8 +5,9 @@ Each subcommand forwards to a plain Python function that can also be called from
     sustainlab run-all [NOTEBOOK ...] [--save] [--budget-seconds S] [--budget-mb MB]
     sustainlab env
     sustainlab exercises [--src notebooks] [--dest exercises]
-    sustainlab release [SRC] OUT
+    sustainlab release [SRC ...] OUT
     sustainlab grade RELEASE SUBMISSIONS [--out gradebook.csv] [--timeout S] [--cell-timeout S] [--jobs N]
+                     [--sandbox MODE] [--manual scores.csv] [--feedback DIR] [--dask ADDRESS]
                      [--student NAME] [--deadline WHEN [--late-penalty F]] [--report]
     sustainlab ledger [--reset]
 """
@@ -92,15 +93,17 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     from .grading import GradingSetupError, release
 
-    src, out = Path(args.src), Path(args.out)
-    if not src.exists() and not any(char in args.src for char in "*?["):
-        default = args.src == _RELEASE_SRC  # only OUT was given
-        hint = f" (SRC defaults to {_RELEASE_SRC}/: run this in the course folder, or pass SRC OUT)" if default else ""
-        return _fail(f"the notebooks folder {src} does not exist{hint}.")
+    *sources, out = args.paths
+    out = Path(out)
+    for source in sources or [_RELEASE_SRC]:
+        if not Path(source).exists() and not any(char in source for char in "*?["):  # a glob is resolved by release
+            only_out = not sources
+            hint = f" (SRC defaults to {_RELEASE_SRC}/: run this in the course folder, or pass SRC OUT)" if only_out else ""
+            return _fail(f"the notebooks folder or file {source} does not exist{hint}.")
     if out.exists() and not out.is_dir():
         return _fail(f"{out} is a file: the release needs a folder to write student/ and release.json into.")
     try:
-        result = release(args.src, args.out)
+        result = release(sources or [_RELEASE_SRC], out)
     except GradingSetupError as error:
         return _fail(str(error))
     except OSError as error:
@@ -140,8 +143,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                 args.release, args.submissions, Path(scratch) / out.name if args.student else out,
                 timeout_s=args.timeout, cell_timeout_s=args.cell_timeout, memory_mb=args.memory_mb, jobs=args.jobs,
                 junit_dir=args.junit_dir, progress=not args.no_progress, student=args.student,
+                sandbox_mode=args.sandbox, manual=args.manual, feedback=args.feedback, dask=args.dask,
             )
-        except (GradingSetupError, ValueError, TypeError) as error:
+        except GradingSetupError as error:  # only a set-up problem is exit 2: a grader bug must show its traceback
             return _fail(str(error))
     summary = result.summary()
     if args.student is not None:  # graded into a scratch file, merged into --out below
@@ -166,6 +170,8 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
     return value
+
+
 def _cmd_ledger(args: argparse.Namespace) -> int:
     from . import ledger
 
@@ -220,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write student notebooks (solutions and hidden checks removed) and the private grading manifest",
         description="Write OUT/student/*.ipynb to hand out and OUT/release.json to keep. See docs/grading.md.",
     )
-    rel.add_argument("src", nargs="?", default=_RELEASE_SRC, help="instructor notebooks (default: notebooks/)")
-    rel.add_argument("out", help="output folder")
+    rel.add_argument("paths", nargs="+", metavar="SRC ... OUT",
+                     help="instructor notebooks: folders, files or glob patterns (default: notebooks/), then the "
+                          "output folder")
     rel.set_defaults(handler=_cmd_release)
 
     grd = commands.add_parser(
@@ -239,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--jobs", type=int, default=None, metavar="N", help="parallel submissions (default: cores)")
     grd.add_argument("--junit-dir", default=None, metavar="DIR", help="keep nbval's junit XML per submission")
     grd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grd.add_argument("--sandbox", default=None, choices=("bubblewrap", "namespaces", "processes"),
+                     help="strongest containment to try (default: the best this machine offers)")
+    grd.add_argument("--feedback", default=None, metavar="DIR",
+                     help="write one HTML feedback page per student and notebook to DIR")
+    grd.add_argument("--dask", default=None, metavar="ADDRESS",
+                     help="run the submissions on a Dask distributed scheduler (e.g. tcp://host:8786)")
+    grd.add_argument("--manual", default=None, metavar="CSV",
+                     help="filled-in written-answer scores (student,notebook,check,points) to merge")
     grd.add_argument("--student", metavar="NAME", default=None,
                      help="regrade only SUBMISSIONS/NAME and replace that student's rows in the gradebook --out")
     grd.add_argument("--deadline", metavar="WHEN", default=None,

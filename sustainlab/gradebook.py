@@ -22,7 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-from .grading import GRADEBOOK_HEADER, STATUSES, TOTALS_HEADER, _csv_bytes, _write_atomic, student_totals, totals_path_for
+from .grading import (
+    GRADEBOOK_HEADER, STATUSES, TOTALS_HEADER, _write_atomic, csv_bytes, student_totals, totals_path_for,
+)
 
 LATE_COLUMN = "late"
 #: Below this percentage a student is listed under "needs attention" in the class report.
@@ -107,9 +109,9 @@ def write_gradebook(path: str | Path, rows: Iterable) -> tuple[Path, Path]:
     path = Path(path)
     rows = [row_dict(row) for row in rows]
     header = GRADEBOOK_HEADER + ((LATE_COLUMN,) if any(LATE_COLUMN in row for row in rows) else ())
-    _write_atomic(path, _csv_bytes(header, [[row.get(name, "") for name in header] for row in rows]))
+    _write_atomic(path, csv_bytes(header, [[row.get(name, "") for name in header] for row in rows]))
     totals_path = totals_path_for(path)
-    _write_atomic(totals_path, _csv_bytes(TOTALS_HEADER, totals(rows)))
+    _write_atomic(totals_path, csv_bytes(TOTALS_HEADER, totals(rows)))
     return path, totals_path
 
 

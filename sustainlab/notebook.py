@@ -6,8 +6,8 @@ the one in the course conventions (``notebooks/00_welcome.ipynb``, *Power × tim
 - solution regions between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` marker lines;
 - check cells, whose metadata is ``{"sustainlab": {"check": "<id>", "points": <int>}}``, plus ``"hidden": true`` for
   hidden checks that only exist at grading time;
-- nbval's own markers (``# NBVAL_CHECK_OUTPUT`` and the ``nbval-check-output`` tag), added to restored check cells
-  so that ``pytest --nbval-lax`` compares exactly those cells.
+- restored check cells carry no stored output and no nbval marker: under ``pytest --nbval-lax`` they only run and
+  write evidence, which the grader judges (nbval's output comparison never decides a check).
 
 The release is :data:`RELEASE_PIPELINE`, an ordered tuple of these functions.
 """
@@ -53,6 +53,9 @@ class CheckSpec:
     anchor : str or None
         For a hidden check, the id of the nearest visible check before it in the instructor notebook; the hidden
         check is re-inserted right after that cell (or at the end when there is none or the student deleted it).
+    answer : str or None
+        The notebook variable the check passes to ``check`` (e.g. ``"gd_step"``): grading runs the check after the
+        last cell that defines it.
     """
 
     id: str
@@ -61,10 +64,12 @@ class CheckSpec:
     source: str
     outputs: list
     anchor: str | None = None
+    answer: str | None = None
 
     def to_json(self) -> dict:
         return {
             "id": self.id,
+            "answer": self.answer,
             "points": self.points,
             "hidden": self.hidden,
             "anchor": self.anchor,
@@ -82,6 +87,7 @@ class CheckSpec:
                 source=str(data["source"]),
                 outputs=list(data["outputs"]),
                 anchor=data.get("anchor"),
+                answer=data.get("answer"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed check entry in the manifest: {error!r}") from None
@@ -353,7 +359,7 @@ def restore_checks(submitted, specs: list[CheckSpec]) -> Restored:
     cells = []
     seen: set[str] = set()
     for cell in _copy(submitted).cells:
-        cid = check_id(cell)
+        cid = check_id(cell) or _check_id_from_source(cell, by_id)
         if cid is None:
             cells.append(cell)
             continue
@@ -383,6 +389,7 @@ def restore_checks(submitted, specs: list[CheckSpec]) -> Restored:
             while at < len(cells) and is_hidden_check(cells[at]):
                 at += 1
             cells.insert(at, hidden_cell)
+    cells = _after_answers(cells, by_id)
     new = _copy(submitted)
     new.cells = cells
     graded = {}
@@ -397,18 +404,69 @@ def restore_checks(submitted, specs: list[CheckSpec]) -> Restored:
     return Restored(notebook=new, graded=graded, missing=missing)
 
 
+_CHECK_CALL_RE = re.compile(r"""\bcheck\(\s*["']([\w.-]+)["']""")
+
+
+def _check_id_from_source(cell, by_id: dict) -> str | None:
+    """The visible check a code cell holds when an editor stripped its metadata (found by its restored source)."""
+    if cell.get("cell_type") != "code":
+        return None
+    found = {m.group(1) for m in _CHECK_CALL_RE.finditer(cell.source)}
+    known = [cid for cid in found if cid in by_id and not by_id[cid].hidden]
+    return known[0] if len(known) == 1 and len(found) == 1 else None
+
+
+def defined_names(source: str) -> set[str]:
+    """Top-level names a code cell defines (functions, classes, assignments); empty when it does not parse."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def _after_answers(cells: list, by_id: dict) -> list:
+    """Move each restored check that sits above the last cell defining its answer to just after that cell.
+
+    A check pasted above its solution would otherwise fail with ``NameError`` though the answer is right.
+    """
+    cells = list(cells)
+    for spec in by_id.values():
+        if not spec.answer:
+            continue
+        at = next((i for i, c in enumerate(cells) if check_id(c) == spec.id), None)
+        if at is None:
+            continue
+        last = max((i for i, c in enumerate(cells) if c.get("cell_type") == "code" and check_id(c) is None
+                    and spec.answer in defined_names(c.source)), default=None)
+        if last is not None and last > at:
+            cell = cells.pop(at)
+            cells.insert(last, cell)  # `last` shifted down by one with the pop: this lands just after it
+    return cells
+
+
 def _check_cell(spec: CheckSpec):
-    """A fresh code cell carrying the instructor's check, marked for nbval to compare."""
-    source = spec.source if NBVAL_CHECK_MARKER in spec.source else f"{NBVAL_CHECK_MARKER}\n{spec.source}"
+    """A fresh code cell carrying the instructor's check: no stored output, so nbval runs it without comparing.
+
+    Its only effect while grading is the evidence it writes; the grader judges that evidence.
+    """
     meta = {"check": spec.id, "points": spec.points}
     if spec.hidden:
         meta["hidden"] = True
     cell = nbformat.v4.new_code_cell(
-        source=source,
-        # nbval never compares a cell stored with execution_count None, so it must be a number.
-        execution_count=1,
-        outputs=[nbformat.from_dict(out) for out in spec.outputs],
-        metadata={METADATA_KEY: meta, "tags": [NBVAL_CHECK_TAG]},
+        source=spec.source,
+        execution_count=None,
+        outputs=[],
+        metadata={METADATA_KEY: meta},
     )
     cell.pop("id", None)
     return cell

@@ -80,14 +80,22 @@ class _PeakMemory:
             self._stop.wait(self._interval_s)
 
 
-def quiet_environment() -> None:
-    """Environment the project's runners give a notebook kernel: no progress bars, no GUI backend, quiet codecarbon."""
-    os.environ[PROGRESS_ENV] = "0"
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+def quiet_variables(base: dict | None = None) -> dict:
+    """A copy of ``base`` (default: ``os.environ``) with what the project's runners give a notebook kernel: no
+    progress bars, no GUI backend, quiet codecarbon. The caller's environment is left as it is."""
+    env = dict(os.environ if base is None else base)
+    env[PROGRESS_ENV] = "0"
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    env.setdefault("CODECARBON_LOG_LEVEL", "error")
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     # No rows in the learner's carbon ledger from runner or test kernels, unless a ledger file is named explicitly.
-    os.environ.setdefault("SUSTAINLAB_LEDGER", "off")
+    env.setdefault("SUSTAINLAB_LEDGER", "off")
+    return env
+
+
+def quiet_environment() -> None:
+    """Apply :func:`quiet_variables` to ``os.environ`` (for kernels started by this process, as ``run-all`` does)."""
+    os.environ.update(quiet_variables())
 
 
 def kernel_config():
@@ -159,7 +167,6 @@ def execute_notebook(
     except Exception as error:
         raise ValueError(f"{path} is not a readable notebook: {error}") from error
 
-    quiet_environment()
     client = NotebookClient(
         notebook,
         timeout=cell_timeout_s,
@@ -177,8 +184,9 @@ def execute_notebook(
     start = time.perf_counter()
     with _PeakMemory(kernel_pid) as memory:
         try:
-            # The kernel learns its notebook's name as under JupyterLab (the carbon ledger's chapter column).
-            client.execute(env={**os.environ, "JPY_SESSION_NAME": str(path.resolve())})
+            # The kernel's environment (the caller's is left alone); it learns its notebook's name as under
+            # JupyterLab (the carbon ledger's chapter column).
+            client.execute(env={**quiet_variables(), "JPY_SESSION_NAME": str(path.resolve())})
         except CellExecutionError as failure:
             error = _first_line_of_error(failure)
         except CellTimeoutError:

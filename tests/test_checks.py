@@ -18,7 +18,7 @@ EXERCISES = list(registry().values())
 def test_registry_is_not_empty_and_ids_are_well_formed():
     assert EXERCISES, "no exercises registered"
     for exercise in EXERCISES:
-        prefix, _, number = exercise.id.rpartition("-")
+        prefix, _, number = exercise.id.removesuffix("-hidden").rpartition("-")
         assert prefix and number.isdigit(), f"exercise id {exercise.id!r} should look like '<chapter>-<n>'"
 
 
@@ -64,3 +64,80 @@ def test_crashing_answer_is_reported_not_raised(capsys):
 def test_unknown_exercise_id_is_a_clear_error():
     with pytest.raises(ValueError, match=r"Unknown exercise id 'nope-1'. Known ids: .*wel-1"):
         check("nope-1", None)
+
+
+# ------------------------------------------------------------------------- evidence split (collect in kernel, judge here)
+
+from sustainlab.checks import EvidenceError, collect, judge  # noqa: E402
+from sustainlab.checks._core import decode  # noqa: E402
+
+
+def _evidence(exercise_id, answer, seed=7):
+    import json
+
+    return json.loads(json.dumps(collect(get_exercise(exercise_id), answer, seed)))
+
+
+def test_judge_passes_reference_evidence_and_rejects_another_seed():
+    """Evidence is judged against the reference on the grader's probes: evidence made for other probes fails."""
+    exercise = get_exercise("wel-1")
+    assert judge(exercise, _evidence("wel-1", exercise.reference(), seed=7), 7).passed
+    verdict = judge(exercise, _evidence("wel-1", exercise.reference(), seed=7), 8)
+    assert verdict.status == "failed" and "other powers" in verdict.hint
+
+
+@pytest.mark.parametrize(
+    "forge, status",
+    [
+        (lambda e: {**e, "format": 99}, "error"),
+        (lambda e: {**e, "exercise": "gd-1"}, "error"),
+        (lambda e: {**e, "calls": e["calls"][:1]}, "error"),  # ends before the check does
+        (lambda e: {**e, "calls": [{"result": {"t": "float", "v": 1.0}}] * 5}, "failed"),  # right first, then wrong
+        (lambda e: {**e, "calls": [{"result": {"t": "ndarray", "dtype": "object", "shape": [1], "v": [1]}}]}, "error"),
+        (lambda e: {**e, "calls": [{"result": {"t": "ndarray", "dtype": "float64", "shape": [3], "v": [1]}}]}, "error"),
+        (lambda e: {**e, "probes": []}, "error"),
+        (lambda e: {**e, "callable": "yes"}, "error"),
+        (lambda e: [], "error"),
+    ],
+)
+def test_judge_never_passes_forged_or_malformed_evidence(forge, status):
+    """Forged, truncated, wrong-type or wrong-shape evidence is failed/error with a reason, never passed."""
+    good = _evidence("wel-1", get_exercise("wel-1").reference())
+    verdict = judge(get_exercise("wel-1"), forge(good), 7)
+    assert verdict.status == status and verdict.hint
+
+
+def test_objects_that_claim_equality_do_not_pass():
+    """An answer returning an object whose __eq__ is always True (or a float subclass) earns nothing."""
+
+    class Liar:
+        def __eq__(self, other):
+            return True
+
+        def __float__(self):
+            return 1.0
+
+    passed, hint = run_check(get_exercise("wel-1"), lambda watts, hours: Liar())
+    assert not passed and "Liar" in hint
+
+
+def test_decode_refuses_oversized_and_unknown_values():
+    with pytest.raises(EvidenceError):
+        decode({"t": "ndarray", "dtype": "float64", "shape": [10**7], "v": []})
+    with pytest.raises(EvidenceError):
+        decode({"t": "pickle", "v": "gASV"})
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda theta, grad, lr: theta + lr * grad, "uphill"),
+        (lambda theta, grad, lr: (_ for _ in ()).throw(NotImplementedError()), "not implemented"),
+        (lambda theta, grad, lr: __import__("numpy").array([0.95, -2.4]), "shape"),
+        (lambda theta, grad, lr: theta - grad, "learning rate"),
+    ],
+)
+def test_hidden_check_hint_says_what_it_caught(answer, words):
+    """gd-1-hidden tells a sign error, an unstarted answer, a hard-coded shape and a missing lr apart."""
+    passed, hint = run_check(get_exercise("gd-1-hidden"), answer)
+    assert not passed and words in hint

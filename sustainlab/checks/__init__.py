@@ -5,6 +5,9 @@ Usage in a notebook::
     from sustainlab.checks import check
     check("wel-1", kwh)        # prints "✔ wel-1 passed" or "✘ wel-1: <hint>"
 
+In grading (``SUSTAINLAB_EVIDENCE_DIR`` set by ``sustainlab grade``) the same call prints nothing and only writes
+evidence; the grader decides (see :mod:`sustainlab.checks._core`).
+
 Each chapter declares its exercises in its own file here as a module-level ``EXERCISES`` tuple; the registry below
 lists those files explicitly (no import-time discovery) and rejects duplicate ids.
 """
@@ -13,19 +16,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import import_module
+import os
 from typing import Any
 
 from ._core import (
+    EVIDENCE_ENV,
     FAIL_MARK,
     PASS_MARK,
+    SEED_ENV,
     CheckFailed,
+    EvidenceError,
     Exercise,
+    Raised,
+    Verdict,
+    collect,
+    compare_close,
     expect,
     expect_close,
     failed_line,
+    judge,
     passed_line,
     report,
     run_check,
+    write_evidence,
 )
 
 __all__ = [
@@ -35,6 +48,12 @@ __all__ = [
     "get_exercise",
     "Exercise",
     "CheckFailed",
+    "EvidenceError",
+    "Raised",
+    "Verdict",
+    "collect",
+    "judge",
+    "compare_close",
     "expect",
     "expect_close",
     "passed_line",
@@ -73,8 +92,13 @@ def check(exercise_id: str, answer: Any) -> None:
     """Check a learner's ``answer`` to exercise ``exercise_id`` and print the one-line verdict.
 
     Never raises for a wrong or crashing answer (the verdict line says what went wrong); raises ``ValueError`` only
-    for an unknown exercise id, which is a mistake in the notebook rather than in the answer.
+    for an unknown exercise id, which is a mistake in the notebook rather than in the answer. While grading it only
+    writes the evidence (the grader decides, outside this kernel) and prints nothing.
     """
     exercise = get_exercise(exercise_id)
+    folder = os.environ.get(EVIDENCE_ENV)
+    if folder:
+        write_evidence(folder, collect(exercise, answer, int(os.environ.get(SEED_ENV, "0"))))
+        return
     passed, hint = run_check(exercise, answer)
     report(exercise_id, passed, hint)

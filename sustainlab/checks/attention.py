@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._core import Exercise, expect, expect_close
+from ._core import Exercise, compare_close, expect, expect_close
 
 
 def _rand(*shape, seed=0, scale=1.0):
@@ -37,6 +37,16 @@ def _reference_scores():
     return lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
+def _probes_scores(rng):
+    import torch
+
+    def t(*shape):
+        return torch.from_numpy(rng.normal(size=shape).astype("float32"))
+
+    d = int(rng.integers(2, 24))
+    return [(t(3, d), t(5, d)), (t(2, 4, d), t(2, 6, d))]
+
+
 # --- att-2: the causal mask ------------------------------------------------------------------------------------------
 
 
@@ -60,6 +70,10 @@ def _reference_causal():
     import torch
 
     return lambda n: torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def _probes_causal(rng):
+    return [(int(n),) for n in rng.integers(2, 13, size=3)]
 
 
 # --- att-3: the online-softmax update --------------------------------------------------------------------------------
@@ -116,6 +130,21 @@ def _reference_online():
     return online_softmax_update
 
 
+def _probes_online(rng):
+    """One update from a state that has already seen a block, with a new block that raises some row maxima."""
+    import torch
+
+    def t(*shape, scale=1.0):
+        return torch.from_numpy((rng.normal(size=shape) * scale).astype("float32"))
+
+    n_q, d_v, chunk = int(rng.integers(2, 5)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    first = t(n_q, chunk, scale=3.0)
+    m = first.amax(-1, keepdim=True)
+    l = torch.exp(first - m).sum(-1, keepdim=True)
+    acc = torch.exp(first - m) @ t(chunk, d_v)
+    return [(m, l, acc, t(n_q, chunk, scale=6.0), t(chunk, d_v))]
+
+
 def _no_rescale():
     import torch
 
@@ -154,6 +183,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-1",
         checker=_check_scores,
         reference=_reference_scores,
+        probes=_probes_scores,
+        compare=compare_close("right on the check's examples but not on other queries and keys: the scale depends on "
+                              "the vector size d.", rtol=1e-4, atol=1e-5),
         wrong=(
             lambda: (lambda q, k: q @ k.transpose(-2, -1)),  # no scaling
             lambda: (lambda q, k: q @ k.transpose(-2, -1) / q.shape[-1]),  # divides by d, not sqrt(d)
@@ -165,6 +197,8 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-2",
         checker=_check_causal,
         reference=_reference_causal,
+        probes=_probes_causal,
+        compare=compare_close("right for the check's sizes but not for other sequence lengths: build the mask from n."),
         wrong=(
             lambda: (lambda n: __import__("torch").ones(n, n, dtype=__import__("torch").bool).triu()),
             lambda: (lambda n: __import__("torch").ones(n, n, dtype=__import__("torch").bool).tril(-1)),
@@ -175,6 +209,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="att-3",
         checker=_check_online,
         reference=_reference_online,
+        probes=_probes_online,
+        compare=compare_close("right on the check's blocks but not on a new state and block: rescale the old l and "
+                              "acc by how much the maximum grew.", rtol=1e-4, atol=1e-5),
         wrong=(_no_rescale, _inverted_rescale, _unstable),
     ),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import CheckFailed, Exercise, expect, expect_close, is_finite_number
+from ._core import CheckFailed, Exercise, compare_close, expect, expect_close, is_finite_number
 
 
 # energy-1: a training run's footprint from its inputs -------------------------------------------------------------
@@ -32,6 +32,11 @@ def _check_footprint(footprint_kg) -> None:
         footprint_kg(24 * 14.8, 10_000, 330, 1.1, 429), _reference_footprint_kg(24 * 14.8, 10_000, 330, 1.1, 429),
         "right for small runs but not for a large one: avoid rounding inside the formula.", rtol=1e-9,
     )
+
+
+def _probes_footprint(rng):
+    return [(float(rng.uniform(0, 500)), int(rng.integers(1, 64)), float(rng.uniform(50, 700)),
+             float(rng.uniform(1.0, 2.0)), float(rng.uniform(10, 900))) for _ in range(4)]
 
 
 # energy-2: where to run a job -------------------------------------------------------------------------------------
@@ -76,6 +81,15 @@ def _check_greenest_region(greenest_region) -> None:
             )
 
 
+def _probes_region(rng):
+    countries = ["FRA", "DEU", "POL", "SWE", "NOR", "USA", "IND"]
+    probes = []
+    for _ in range(3):
+        chosen = rng.choice(countries, size=int(rng.integers(2, 5)), replace=False)
+        probes.append((float(rng.uniform(1, 500)), {str(c): float(rng.uniform(1.0, 2.0)) for c in chosen}))
+    return probes
+
+
 def _wrong_ignores_pue():
     from sustainlab.energy import carbon_intensity
 
@@ -87,6 +101,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="energy-1",
         checker=_check_footprint,
         reference=lambda: _reference_footprint_kg,
+        probes=_probes_footprint,
+        compare=compare_close("right on the check's examples but not on other runs: use every argument as given.",
+                              rtol=1e-9),
         wrong=(
             lambda: (lambda h, n, w, pue, g: n * w / 1000 * h * g / 1000),  # forgot the PUE
             lambda: (lambda h, n, w, pue, g: n * w / 1000 * h * pue * g),  # grams, not kg
@@ -99,6 +116,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="energy-2",
         checker=_check_greenest_region,
         reference=_reference_greenest_region,
+        probes=_probes_region,
+        compare=compare_close("right on the check's cases but not on other jobs and data centres: compare energy × "
+                              "PUE × grid intensity for every candidate."),
         wrong=(
             _wrong_ignores_pue,
             lambda: (lambda job_kwh, pue_by_country: min(pue_by_country, key=pue_by_country.get)),  # PUE only

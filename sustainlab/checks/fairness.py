@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, expect, expect_close
+from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
 
 def _cases():
@@ -26,6 +26,19 @@ def _cases():
             y_true[idx[:2]] = [0, 1]
         cases.append((y_true, y_pred, groups))
     return cases
+
+
+def _probe_cases(rng, with_truth: bool):
+    probes = []
+    for _ in range(2):
+        n = int(rng.integers(40, 90))
+        groups = rng.choice(["a", "b", "c"], size=n)
+        groups[:6] = ["a", "a", "b", "b", "c", "c"]
+        y_true = rng.integers(0, 2, n)
+        y_true[:6] = [0, 1, 0, 1, 0, 1]  # every group holds both classes, so every rate is defined
+        y_pred = np.where(rng.random(n) < 0.7, y_true, 1 - y_true)
+        probes.append((y_true, y_pred, groups) if with_truth else (y_pred, groups))
+    return probes
 
 
 def _call(func, *args):
@@ -62,6 +75,22 @@ def _check_selection_rates(func) -> None:
                 f"the rate for group '{group}' is off: divide the number of positive predictions *in that group* by "
                 "the size *of that group*.",
             )
+
+
+def _compare_rates(student, reference, probes):
+    for got, want in zip(student, reference):
+        if isinstance(got, Raised):
+            return got.describe() + " (on data the check had not shown before)"
+        if not isinstance(got, dict) or {str(k) for k in got} != {str(k) for k in want}:
+            return "on other data, return a dict with one entry per group label present."
+        got = {str(k): v for k, v in got.items()}
+        for group, rate in want.items():
+            try:
+                expect_close(got[str(group)], rate, "")
+            except CheckFailed:
+                return ("right on the check's data but not on other predictions and groups: compute each rate from "
+                        "the arguments.")
+    return None
 
 
 # --- fair-2: demographic-parity difference --------------------------------------------------------------------------
@@ -132,6 +161,8 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-1",
         checker=_check_selection_rates,
         reference=_reference_selection_rates,
+        probes=lambda rng: _probe_cases(rng, with_truth=False),
+        compare=_compare_rates,
         wrong=(
             # the overall rate for everyone
             lambda: (lambda y_pred, groups: {g: float(np.mean(y_pred)) for g in np.unique(groups)}),
@@ -147,6 +178,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-2",
         checker=_check_dp_difference,
         reference=_reference_dp_difference,
+        probes=lambda rng: _probe_cases(rng, with_truth=False),
+        compare=compare_close("right on the check's data but not on other predictions and groups: compute it from "
+                              "the arguments."),
         wrong=(
             # the ratio instead of the difference
             lambda: (lambda y_pred, groups: min(_reference_selection_rates()(y_pred, groups).values())
@@ -162,6 +196,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="fair-3",
         checker=_check_tpr_gap,
         reference=_reference_tpr_gap,
+        probes=lambda rng: _probe_cases(rng, with_truth=True),
+        compare=compare_close("right on the check's data but not on other labels and groups: compute it from the "
+                              "arguments."),
         wrong=(
             _wrong_tpr_gap_uses_fpr,
             # the selection-rate gap (demographic parity) instead

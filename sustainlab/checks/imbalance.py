@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import Exercise, expect, expect_close
+from ._core import Exercise, compare_close, expect, expect_close
 
 # --- smote-1: interpolation ------------------------------------------------------------------------------------------
 
@@ -42,6 +42,14 @@ def _reference_interpolate():
         return X_base + steps[:, None] * (X_neighbor - X_base)
 
     return interpolate_rows
+
+
+def _probes_interpolate(rng):
+    probes = []
+    for _ in range(2):
+        n, d = int(rng.integers(2, 12)), int(rng.integers(1, 6))
+        probes.append((rng.normal(size=(n, d)), rng.normal(size=(n, d)), rng.uniform(size=n)))
+    return probes
 
 
 # --- smote-2: neighbour search ---------------------------------------------------------------------------------------
@@ -74,6 +82,11 @@ def _reference_neighbors():
         return nn.kneighbors(X_class, return_distance=False)[:, 1:]
 
     return neighbors_within_class
+
+
+def _probes_neighbors(rng):
+    return [(rng.normal(size=(int(rng.integers(12, 30)), int(rng.integers(2, 5)))), int(k))
+            for k in rng.integers(1, 5, size=2)]
 
 
 def _wrong_neighbors_with_self():
@@ -180,6 +193,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="smote-1",
         checker=_check_interpolate,
         reference=_reference_interpolate,
+        probes=_probes_interpolate,
+        compare=compare_close("right on the check's examples but not on other points: one step per row, any number "
+                              "of points and features."),
         wrong=(
             lambda: (lambda X_base, X_neighbor, steps: X_base + steps * (X_neighbor - X_base)),  # steps per column
             lambda: (lambda X_base, X_neighbor, steps: X_neighbor + steps[:, None] * (X_neighbor - X_base)),
@@ -191,6 +207,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="smote-2",
         checker=_check_neighbors,
         reference=_reference_neighbors,
+        probes=_probes_neighbors,
+        compare=compare_close("right on the check's points but not on other points and k: use X_class and k as "
+                              "given."),
         wrong=(_wrong_neighbors_with_self, _wrong_neighbors_farthest),
     ),
     Exercise(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, expect, expect_close
+from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
 
 def _expect_function(answer, exercise_id: str, name: str) -> None:
@@ -37,6 +37,50 @@ def _check_gd_step(gd_step) -> None:
 
 def _reference_gd_step():
     return lambda theta, grad, lr: theta - lr * grad
+
+
+def _probes_gd_step(rng):
+    probes = []
+    for _ in range(3):
+        n = int(rng.integers(2, 7))
+        probes.append((rng.normal(size=n), rng.normal(size=n), float(rng.uniform(0.01, 1.0))))
+    return probes
+
+
+# ---------------------------------------------------------------------------------------------- gd-1-hidden
+
+
+def _probes_gd_step_shapes(rng):
+    """Parameters of other shapes than the visible check's vectors: a matrix, a 3-D array, a single number."""
+    return [(rng.normal(size=shape), rng.normal(size=shape), float(rng.uniform(0.05, 0.9)))
+            for shape in ((3, 4), (2, 2, 3), (1,), (int(rng.integers(5, 9)),))]
+
+
+def _compare_gd_step_shapes(student, reference, probes) -> str | None:
+    """Say what went wrong on the first probe that fails: not started, a crash, a shape, a sign, the step size."""
+    for got, want, (theta, grad, lr) in zip(student, reference, probes):
+        shape = theta.shape
+        if isinstance(got, Raised):
+            if got.kind == "NotImplementedError":
+                return "gd_step is not implemented yet."
+            return f"gd_step raised {got.kind} for parameters of shape {shape}: it must work for any shape."
+        if got is None:
+            return "gd_step returns None: return the new parameters."
+        try:
+            got = np.asarray(got, dtype=float)
+        except (TypeError, ValueError):
+            return f"gd_step returned {type(got).__name__}, not an array of new parameters."
+        if got.shape != shape:
+            return (f"for parameters of shape {shape} gd_step returned shape {got.shape}: keep the parameters' "
+                    f"shape (no hard-coded sizes).")
+        if np.allclose(got, theta + lr * grad):
+            return "on new inputs gd_step moves uphill: a descent step goes against the gradient."
+        if np.allclose(got, theta - grad):
+            return "on new inputs gd_step ignores the learning rate."
+        if not np.allclose(got, want):
+            return (f"gd_step gives wrong values for parameters of shape {shape} and lr = {lr:.3g}: an answer "
+                    f"tailored to the visible check's numbers?")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------- gd-2
@@ -80,6 +124,15 @@ def _reference_logistic_gradient():
     return lambda theta, X, y: X.T @ (sigmoid(X @ theta) - y) / len(y)
 
 
+def _probes_logistic(rng):
+    probes = []
+    for _ in range(2):
+        m, d = int(rng.integers(10, 40)), int(rng.integers(2, 6))
+        X = rng.normal(size=(m, d))
+        probes.append((rng.normal(size=d), X, (rng.random(m) < 0.5).astype(float)))
+    return probes
+
+
 # ---------------------------------------------------------------------------------------------------------- gd-3
 
 
@@ -119,6 +172,15 @@ def _reference_momentum_step():
     return momentum_step
 
 
+def _probes_momentum(rng):
+    probes = []
+    for _ in range(3):
+        n = int(rng.integers(2, 6))
+        probes.append((rng.normal(size=n), rng.normal(size=n), rng.normal(size=n), float(rng.uniform(0.01, 0.5)),
+                       float(rng.uniform(0.5, 0.99))))
+    return probes
+
+
 def _momentum_ema():
     def momentum_step(theta, velocity, grad, lr, beta):  # the (1 − β) "EMA" convention, not torch's
         velocity = beta * velocity + (1 - beta) * grad
@@ -147,6 +209,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="gd-1",
         checker=_check_gd_step,
         reference=_reference_gd_step,
+        probes=_probes_gd_step,
+        compare=compare_close("right on the check's examples but not on other parameters, gradients and learning "
+                              "rates: use the arguments, not fixed numbers."),
         wrong=(
             lambda: (lambda theta, grad, lr: theta + lr * grad),  # uphill
             lambda: (lambda theta, grad, lr: theta - grad),  # ignores lr
@@ -156,9 +221,26 @@ EXERCISES: tuple[Exercise, ...] = (
         ),
     ),
     Exercise(
+        id="gd-1-hidden",
+        hidden=True,
+        answer="gd_step",
+        reference=_reference_gd_step,
+        probes=_probes_gd_step_shapes,
+        compare=_compare_gd_step_shapes,
+        wrong=(
+            lambda: (lambda theta, grad, lr: theta + lr * grad),  # uphill
+            lambda: (lambda theta, grad, lr: np.array([0.95, -2.4])),  # hard-coded for the visible check
+            lambda: (lambda theta, grad, lr: np.array([t - lr * g for t, g in zip(theta.tolist(), grad.tolist())])),
+            lambda: (lambda theta, grad, lr: theta - grad),  # ignores lr
+        ),
+    ),
+    Exercise(
         id="gd-2",
         checker=_check_logistic_gradient,
         reference=_reference_logistic_gradient,
+        probes=_probes_logistic,
+        compare=compare_close("right on the check's data but not on other data sets: use theta, X and y as given "
+                              "(any number of samples and features)."),
         wrong=(
             lambda: (lambda theta, X, y: X.T @ (y - 1 / (1 + np.exp(-X @ theta))) / len(y)),  # sign flipped
             lambda: (lambda theta, X, y: X.T @ (1 / (1 + np.exp(-X @ theta)) - y)),  # sum, not mean
@@ -170,6 +252,9 @@ EXERCISES: tuple[Exercise, ...] = (
         id="gd-3",
         checker=_check_momentum_step,
         reference=_reference_momentum_step,
+        probes=_probes_momentum,
+        compare=compare_close("right on the check's examples but not on other inputs: use every argument "
+                              "(theta, velocity, grad, lr, beta) as given."),
         wrong=(_momentum_ema, _momentum_old_velocity, _momentum_no_beta,
                lambda: (lambda theta, velocity, grad, lr, beta: theta - lr * grad)),  # not a pair
     ),

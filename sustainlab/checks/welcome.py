@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import Exercise, expect, expect_close
+from ._core import Exercise, compare_close, expect, expect_close
 
 
 def _check_kwh(kwh) -> None:
@@ -17,11 +17,18 @@ def _reference_kwh():
     return lambda watts, hours: watts * hours / 1000
 
 
+def _probes_kwh(rng):
+    return [(float(rng.uniform(0, 3000)), float(rng.uniform(0, 24))) for _ in range(4)]
+
+
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(
         id="wel-1",
         checker=_check_kwh,
         reference=_reference_kwh,
+        probes=_probes_kwh,
+        compare=compare_close("right on the check's examples but not on other powers and durations: use the "
+                              "arguments, not fixed numbers."),
         wrong=(
             lambda: (lambda watts, hours: watts * hours),  # forgot the /1000
             lambda: (lambda watts, hours: watts / hours / 1000),
