@@ -220,7 +220,8 @@ def release(src="notebooks", out: str | Path = "release") -> ReleaseResult:
     out = Path(out)
     sources = release_sources(src)
     if not sources:
-        raise GradingSetupError(f"no notebooks (*.ipynb) found in {src}.")
+        named = [src] if isinstance(src, (str, os.PathLike)) else list(src)
+        raise GradingSetupError(f"no notebooks (*.ipynb) found in {', '.join(str(item) for item in named)}.")
     student_dir = out / STUDENT_DIR
     if any(p.resolve().parent == student_dir.resolve() for p in sources):
         raise GradingSetupError(f"refusing to write the student copies over the instructor notebooks in {src}.")
