@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, expect, expect_close
+from ._core import CheckFailed, Exercise, Raised, expect, expect_close
 
 # --- priv-1 (build): clip a batch of per-sample gradients ------------------------------------------------------------
 
@@ -202,17 +202,43 @@ def _check_fedavg(func) -> None:
     _compare_fedavg(func, _fedavg_probes())
 
 
-def hidden_fedavg_probe(func) -> bool:
-    """The hidden check of priv-4: other seeded clients, integer arrays, one client alone. True when it agrees."""
-    rng = np.random.default_rng(4242)
-    probes = _fedavg_probes(seed=99)
-    probes.append(([{"w": rng.integers(-5, 5, size=4)}, {"w": rng.integers(-5, 5, size=4)}], [3, 1]))
-    probes.append(([{"w": rng.normal(size=(2, 2))}], [9]))
-    try:
-        _compare_fedavg(func, probes)
-    except Exception:  # a hidden check reports pass/fail only
-        return False
-    return True
+def _hidden_fedavg_probes(rng):
+    """Clients the visible check never shows: other sizes and counts, integer weights, a client alone."""
+    probes = []
+    for _ in range(3):
+        counts = [int(n) for n in rng.integers(0, 300, size=int(rng.integers(2, 6)))]
+        counts[int(rng.integers(len(counts)))] = int(rng.integers(1, 50))  # at least one client with data
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 4)))
+        probes.append(([{"w": rng.normal(size=shape), "b": rng.normal(size=shape[0])} for _ in counts], counts))
+    probes.append(([{"w": rng.integers(-5, 5, size=4)}, {"w": rng.integers(-5, 5, size=4)}],
+                   [int(rng.integers(1, 9)), int(rng.integers(1, 9))]))
+    probes.append(([{"w": rng.normal(size=(2, 2))}], [int(rng.integers(1, 20))]))
+    return probes
+
+
+def _compare_hidden_fedavg(student, reference, probes) -> str | None:
+    """Say what the unseen clients revealed: not started, a crash, the output's form, integer weights, one client."""
+    for got, want, (clients, counts) in zip(student, reference, probes):
+        if isinstance(got, Raised):
+            if got.kind == "NotImplementedError":
+                return "fedavg_aggregate is not implemented yet."
+            return f"fedavg_aggregate raised {got.kind} on {len(clients)} client(s) it had not seen before."
+        if not isinstance(got, dict) or set(got) != set(want):
+            return (f"on clients with parameters {sorted(want)} fedavg_aggregate returned "
+                    f"{type(got).__name__} {sorted(got) if isinstance(got, dict) else ''}: use the clients' own names.")
+        for name in want:
+            try:
+                close = np.allclose(np.asarray(got[name], dtype=float), want[name], rtol=1e-9, atol=1e-12)
+            except (TypeError, ValueError):
+                close = False
+            if not close:
+                if len(clients) == 1:
+                    return "with a single client the average must be that client's parameters."
+                if all(np.issubdtype(np.asarray(c[name]).dtype, np.integer) for c in clients):
+                    return "with integer-valued parameters the average went wrong: compute it in floating point."
+                return (f"wrong average for {len(clients)} clients with sample counts {counts}: the weights must "
+                        f"come from the counts passed in (nothing fixed to the visible check's clients).")
+    return None
 
 
 # --- priv-5 (interpret): read the trade-off table --------------------------------------------------------------------
@@ -334,6 +360,19 @@ EXERCISES: tuple[Exercise, ...] = (
             lambda: (lambda cs, n: {k: np.mean([c[k] for c in cs], axis=0) for k in cs[0]}),  # unweighted
             lambda: (lambda cs, n: {k: np.mean([c[k] for c, m in zip(cs, n) if m > 0], axis=0) for k in cs[0]}),
             lambda: (lambda cs, n: {k: sum(m * c[k] for c, m in zip(cs, n)) / len(cs) for k in cs[0]}),
+        ),
+    ),
+    Exercise(
+        id="priv-4-hidden",
+        hidden=True,
+        answer="fedavg_aggregate",
+        reference=_reference_fedavg,
+        probes=_hidden_fedavg_probes,
+        compare=_compare_hidden_fedavg,
+        wrong=(
+            lambda: (lambda cs, n: {k: np.mean([c[k] for c in cs], axis=0) for k in cs[0]}),  # unweighted
+            lambda: (lambda cs, n: {k: sum(m * c[k] for c, m in zip(cs, n)) // sum(n) for k in cs[0]}),  # floor
+            lambda: (lambda cs, n: {"layer.weight": np.zeros((3, 2)), "layer.bias": np.zeros(3)}),  # visible names
         ),
     ),
     Exercise(
