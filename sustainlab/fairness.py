@@ -43,7 +43,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from .validation import check_finite, check_option, check_same_length
+from .validation import check_1d, check_no_missing, check_option, check_same_length, check_sample_weight
 
 __all__ = [
     "UndefinedRateWarning",
@@ -182,13 +182,13 @@ def group_metrics(metrics, y_true, y_pred, *, sensitive_features, sample_weight=
         metrics = {getattr(metrics, "__name__", "metric"): metrics}
     if not isinstance(metrics, Mapping) or not metrics or not all(callable(f) for f in metrics.values()):
         raise ValueError("metrics must be a callable or a non-empty dict of {name: callable}.")
-    y_true = _check_1d(y_true, "y_true")
-    y_pred = _check_1d(y_pred, "y_pred")
+    y_true = check_1d(y_true, "y_true")
+    y_pred = check_1d(y_pred, "y_pred")
     groups = _check_groups(sensitive_features)
-    weights = None if sample_weight is None else _check_weights(sample_weight, len(y_true))
     check_same_length(y_true=y_true, y_pred=y_pred, sensitive_features=groups)
-    _check_no_nan(y_true, "y_true")
-    _check_no_nan(y_pred, "y_pred")
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(y_true))
+    check_no_missing(y_true, "y_true")
+    check_no_missing(y_pred, "y_pred")
 
     index, codes = _group_codes(groups)
     rows = []
@@ -541,27 +541,9 @@ def split_arrests(*, test_size: float = 0.3, random_state: int = 0) -> ArrestsSp
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _check_1d(values, name: str) -> np.ndarray:
-    if isinstance(values, (pd.Series, pd.Index)):
-        array = values.to_numpy()
-    else:
-        array = np.asarray(values)
-    if array.ndim == 2 and 1 in array.shape:
-        array = array.ravel()
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}.")
-    return array
-
-
-def _check_no_nan(array: np.ndarray, name: str) -> None:
-    n_missing = int(pd.isna(array).sum())
-    if n_missing:
-        raise ValueError(f"{name} contains {n_missing} missing (NaN) value(s); drop or impute those rows first.")
-
-
 def _check_binary(array: np.ndarray, name: str, pos_label) -> np.ndarray:
     """Boolean mask of ``array == pos_label``; raises unless the values are two classes at most."""
-    _check_no_nan(array, name)
+    check_no_missing(array, name)
     values = pd.unique(array)
     if len(values) > 2:
         shown = ", ".join(repr(v) for v in sorted(values, key=str)[:5])
@@ -575,24 +557,15 @@ def _check_binary(array: np.ndarray, name: str, pos_label) -> np.ndarray:
     return array == pos_label
 
 
-def _check_weights(sample_weight, n: int) -> np.ndarray:
-    weights = _check_1d(sample_weight, "sample_weight").astype(float)
-    check_same_length(sample_weight=weights, y_true=np.empty(n))
-    check_finite(weights, "sample_weight")
-    if (weights < 0).any():
-        raise ValueError("sample_weight must be non-negative.")
-    return weights
-
-
 def _check_labels(y_true, y_pred, sample_weight, pos_label):
-    y_true = _check_1d(y_true, "y_true")
-    y_pred = _check_1d(y_pred, "y_pred")
+    y_true = check_1d(y_true, "y_true")
+    y_pred = check_1d(y_pred, "y_pred")
     check_same_length(y_true=y_true, y_pred=y_pred)
     if len(y_pred) == 0:
         raise ValueError("y_pred is empty: there is nothing to compute a rate on.")
     truth = _check_binary(y_true, "y_true", pos_label)
     pred = _check_binary(y_pred, "y_pred", pos_label)
-    weights = np.ones(len(pred)) if sample_weight is None else _check_weights(sample_weight, len(pred))
+    weights = check_sample_weight(sample_weight, len(pred))
     if weights.sum() <= 0:
         raise ValueError("sample_weight sums to zero: no sample counts.")
     return truth, pred, weights
@@ -616,7 +589,7 @@ def _check_groups(sensitive_features) -> pd.DataFrame:
         name = sensitive_features.name if sensitive_features.name is not None else "sensitive_feature_0"
         frame = pd.DataFrame({name: sensitive_features.to_numpy()})
     elif isinstance(sensitive_features, Mapping):
-        frame = pd.DataFrame({k: _check_1d(v, f"sensitive_features[{k!r}]") for k, v in sensitive_features.items()})
+        frame = pd.DataFrame({k: check_1d(v, f"sensitive_features[{k!r}]") for k, v in sensitive_features.items()})
     else:
         array = np.asarray(sensitive_features, dtype=object)
         if array.ndim == 1:
