@@ -280,8 +280,9 @@ def chunked_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, *, c
     query_chunk_size : int, optional
         Walk over the queries in blocks of this size too (as FlashAttention does), so that each block of scores is
         ``query_chunk_size × chunk_size`` and can stay in the CPU cache, and causal attention skips the key blocks
-        above the diagonal. Default: chosen so that a block holds about ``2**17`` scores per (batch, head), e.g. 256
-        queries for 512 keys; pass the number of queries to attend with all of them at once.
+        above the diagonal. Default: on the CPU, chosen so that a block holds about ``2**17`` scores per (batch, head),
+        e.g. 256 queries for 512 keys; on a GPU, all queries at once (fewer kernel launches). Pass the number of
+        queries to attend with all of them at once anywhere.
 
     Returns
     -------
@@ -321,20 +322,27 @@ def chunked_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, *, c
     scale = _check_scale(scale)
     chunk_size = check_scalar(chunk_size, "chunk_size", min_value=1, integer=True)
     if query_chunk_size is None:
-        query_chunk_size = _auto_query_chunk(chunk_size)
+        query_chunk_size = _auto_query_chunk(chunk_size, q.shape[-2], q.device)
     else:
         query_chunk_size = check_scalar(query_chunk_size, "query_chunk_size", min_value=1, integer=True)
     return _chunked_attention(q, k, v, chunk_size, bool(is_causal), attn_mask, scale, query_chunk_size)
 
 
-#: Scores per (batch, head) in one block when the query tiling is chosen automatically: 2**17 fp32 scores are 512 KiB,
-#: small enough to stay in a core's L2 cache, large enough for efficient matrix products.
+#: Scores per (batch, head) in one block when the query tiling is chosen automatically on the CPU: 2**17 fp32 scores
+#: are 512 KiB, small enough to stay in a core's L2 cache, large enough for efficient matrix products.
 _AUTO_BLOCK_SCORES = 2**17
 
 
-def _auto_query_chunk(chunk_size: int) -> int:
-    """Queries per block for a given key block: keeps a block near ``_AUTO_BLOCK_SCORES`` scores (≥ 16 queries)."""
-    return max(16, _AUTO_BLOCK_SCORES // chunk_size)
+def _auto_query_chunk(chunk_size: int, n_q: int, device) -> int:
+    """Queries per block when the caller does not choose.
+
+    On the CPU, blocks of about ``_AUTO_BLOCK_SCORES`` scores (at least 16 queries) stay in the cache, which makes the
+    walk about twice as fast as one block of all queries at N = 4096. On a GPU every block is another round of kernel
+    launches, so all queries go at once; memory is O(N·chunk) either way.
+    """
+    if torch.device(device).type != "cpu":
+        return n_q
+    return min(n_q, max(16, _AUTO_BLOCK_SCORES // chunk_size))
 
 
 def _chunked_attention(q, k, v, chunk_size, is_causal, attn_mask, scale, query_chunk_size=None):

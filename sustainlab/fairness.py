@@ -30,7 +30,8 @@ negative. When a group has none, the rate is 0/0. ``zero_division`` decides what
 - ``"warn"`` (default): report 0.0, as fairlearn and scikit-learn do, and emit an :class:`UndefinedRateWarning`
   naming the rate, so that a made-up 0 does not silently decide a disparity;
 - a number (``0.0`` or ``1.0``): report that number, without warning;
-- ``numpy.nan``: report NaN; disparities then skip that group (and are NaN when fewer than one group is defined).
+- ``numpy.nan``: report NaN; disparities then skip that group, and are NaN with an :class:`UndefinedRateWarning`
+  when fewer than two groups are left to compare (fairlearn reports 0 then, which reads as parity).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ def demographic_parity_difference(
     rates, overall = _disaggregated(
         "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
     )
-    return _difference(rates, overall, method)
+    return _difference(rates, overall, method, "selection rate")
 
 
 def demographic_parity_ratio(
@@ -258,7 +259,7 @@ def demographic_parity_ratio(
     rates, overall = _disaggregated(
         "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
     )
-    return _ratio(rates, overall, method)
+    return _ratio(rates, overall, method, "selection rate")
 
 
 def equalized_odds_difference(
@@ -299,7 +300,8 @@ def equalized_odds_difference(
     check_option(agg, "agg", _AGGS)
     tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
                                           zero_division)
-    gaps = [_difference(tpr, tpr_all, method), _difference(fpr, fpr_all, method)]
+    gaps = [_difference(tpr, tpr_all, method, "true-positive rate"),
+            _difference(fpr, fpr_all, method, "false-positive rate")]
     return _aggregate(gaps, agg, worst=max)
 
 
@@ -327,7 +329,7 @@ def equalized_odds_ratio(
     check_option(agg, "agg", _AGGS)
     tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
                                           zero_division)
-    ratios = [_ratio(tpr, tpr_all, method), _ratio(fpr, fpr_all, method)]
+    ratios = [_ratio(tpr, tpr_all, method, "true-positive rate"), _ratio(fpr, fpr_all, method, "false-positive rate")]
     return _aggregate(ratios, agg, worst=min)
 
 
@@ -347,7 +349,7 @@ def equal_opportunity_difference(
     rates, overall = _disaggregated(
         "true_positive_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division
     )
-    return _difference(rates, overall, method)
+    return _difference(rates, overall, method, "true-positive rate")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -683,18 +685,32 @@ def _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weigh
     return tpr, fpr, tpr_all, fpr_all
 
 
-def _difference(per_group: np.ndarray, overall: float, method: str) -> float:
+def _defined(per_group: np.ndarray, what: str):
+    """The groups whose rate is defined; ``None`` (after a warning) when fewer than two are left to compare."""
     defined = per_group[~np.isnan(per_group)]
-    if defined.size == 0:
+    if defined.size == 1:
+        # One defined group compared with nothing would read as parity (0 or 1): say it is undefined instead.
+        warnings.warn(
+            f"The {what} is defined for only one group (zero_division=nan left the others out): there is nothing to "
+            f"compare it with, so the disparity is NaN.",
+            UndefinedRateWarning,
+            stacklevel=5,
+        )
+    return defined if defined.size >= 2 else None
+
+
+def _difference(per_group: np.ndarray, overall: float, method: str, what: str) -> float:
+    defined = _defined(per_group, what)
+    if defined is None:
         return math.nan
     if method == "between_groups":
         return float(defined.max() - defined.min())
     return float(np.abs(defined - overall).max())
 
 
-def _ratio(per_group: np.ndarray, overall: float, method: str) -> float:
-    defined = per_group[~np.isnan(per_group)]
-    if defined.size == 0:
+def _ratio(per_group: np.ndarray, overall: float, method: str, what: str) -> float:
+    defined = _defined(per_group, what)
+    if defined is None:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "between_groups":
@@ -711,7 +727,8 @@ def _balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _aggregate(values, agg: str, worst: Callable) -> float:
-    if agg == "mean":
-        return float(np.mean(values))
+    """Combine the TPR and FPR disparities, skipping undefined (NaN) ones for both ``agg``, as fairlearn does."""
     defined = [v for v in values if not math.isnan(v)]
-    return float(worst(defined)) if defined else math.nan
+    if not defined:
+        return math.nan
+    return float(np.mean(defined)) if agg == "mean" else float(worst(defined))
