@@ -224,6 +224,28 @@ def test_compare_rebalancing_table(binary):
     assert table.loc["SMOTE", "minority_recall"] >= table.loc["none", "minority_recall"]
 
 
+
+def test_compare_rebalancing_times_only_the_cross_validation(binary):
+    """cv_time_s covers the work energy_kwh covers (cross_validate), not the extra resampling behind train_rows."""
+    import time
+
+    from imblearn import FunctionSampler
+    from imblearn.pipeline import make_pipeline
+
+    pause = 0.15
+    calls = []
+
+    def slow_identity(X, y):
+        calls.append(1)
+        time.sleep(pause)
+        return X, y
+
+    X, y = binary
+    table = compare_rebalancing({"slow": make_pipeline(FunctionSampler(func=slow_identity, validate=False),
+                                                       LogisticRegression())}, X, y, cv=2)
+    assert len(calls) == 4  # two folds fitted by cross_validate, then two more to count the rows
+    assert 2 * pause <= table.loc["slow", "cv_time_s"] < 3 * pause  # the two counting resamples are not in it
+
 def test_imbalance_report_majority_baseline():
     """Does a majority-class predictor get high accuracy but chance balanced accuracy and zero minority recall?"""
     y_true = np.array([0] * 95 + [1] * 5)
