@@ -1,7 +1,21 @@
 """pytest configuration shared by the package tests and the notebooks under nbval."""
 
+import sys
+
+import pytest
+
 from sustainlab.nbval_hooks import pytest_collectstart  # noqa: F401  (stderr is not compared)
 from sustainlab.runner import quiet_environment
 
 # Kernels started by nbval inherit this process's environment: no progress bars, quiet codecarbon.
 quiet_environment()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that lowers torch's thread count (tiny models run faster on one) must not lower it for the tests after it."""
+    torch = sys.modules.get("torch")  # not imported here: tests that never use torch stay fast
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -129,7 +129,8 @@ def _check_scale(scale):
 def causal_mask(n_q: int, n_k: int | None = None, device=None) -> torch.Tensor:
     """Boolean causal mask of shape ``(n_q, n_k)``: ``True`` where query ``i`` may attend to key ``j`` (``j <= i``).
 
-    Top-left aligned like torch's ``is_causal``. Built in ``notebooks/02_attention.ipynb``, *Exercise att-2*.
+    Top-left aligned like torch's ``is_causal``. Built in
+    ``notebooks/02_attention.ipynb``, *Exercise att-2 (1 point): the causal mask*.
 
     Examples
     --------
@@ -227,7 +228,7 @@ def online_softmax_update(m, l, acc, scores_block, v_block):
     The state for each query row is the running maximum ``m`` of the scores seen so far, the running sum
     ``l = Σ exp(s - m)`` and the running weighted sum ``acc = Σ exp(s - m)·v``. When a block raises the maximum, the old
     sum and accumulator are rescaled by ``exp(m_old - m_new)``; the final output is ``acc / l``. Taught in
-    ``notebooks/02_attention.ipynb``, *Exercise att-3*.
+    ``notebooks/02_attention.ipynb``, *Exercise att-3 (2 points): the online-softmax update*.
 
     Parameters
     ----------
@@ -467,7 +468,8 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with a switchable attention backend (batch first).
 
     Projections as in ``torch.nn.MultiheadAttention``; :meth:`load_from_torch` copies the weights of one, so the two
-    can be compared. Taught in ``notebooks/02_attention.ipynb``, *A tiny Transformer that learns to reverse*.
+    can be compared. Taught in ``notebooks/02_attention.ipynb``,
+    *Can a tiny Transformer learn where to look?*
 
     Parameters
     ----------

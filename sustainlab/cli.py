@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+__all__ = ["build_parser", "main"]
+
 
 def _cmd_run_all(args: argparse.Namespace) -> int:
     from .runner import course_notebooks, format_table, run_all

@@ -36,7 +36,9 @@ from .validation import check_option, check_scalar
 
 __all__ = [
     "DEFAULT_COUNTRY",
+    "DEFAULT_INTERVAL_S",
     "Measurement",
+    "Meter",
     "measure",
     "carbon_intensity",
     "carbon_intensity_table",
@@ -858,7 +860,7 @@ def distillation_loss(student_logits, targets, *, temperature: float = 4.0, alph
     >>> float(loss_fn(teacher, (y, teacher))) < float(loss_fn(-teacher, (y, teacher)))
     True
 
-    Taught in ``notebooks/05_energy.ipynb``, *Does a small student taught by a large teacher save energy?*
+    Taught in ``notebooks/05_energy.ipynb``, *Which levers save energy?*
     """
     import torch.nn.functional as F
 

@@ -4,8 +4,8 @@ A *disaggregated* metric is an ordinary metric (accuracy, selection rate, true-p
 each group defined by one or more sensitive features. A *disparity* summarises how far apart the groups are, as a
 difference (largest minus smallest, 0 = parity) or a ratio (smallest over largest, 1 = parity).
 
-Taught in ``notebooks/04_fairness.ipynb`` (*What does "fair" mean in numbers?*), where each function is first computed
-by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal fairlearn's within 1e-12
+Taught in ``notebooks/04_fairness.ipynb`` (*What are selection rate, TPR and FPR — computed by hand?*), where each
+function is first computed by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal fairlearn's within 1e-12
 (``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one sitting.
 
 Public API
@@ -60,6 +60,7 @@ __all__ = [
     "compare_predictions",
     "plot_group_metric",
     "plot_tradeoff",
+    "ARRESTS_FEATURES",
     "ArrestsSplit",
     "split_arrests",
 ]

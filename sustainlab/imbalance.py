@@ -196,8 +196,8 @@ def _smote_resample(X, y, strategy, k, rng):
 def minority_neighbors(X_class, k_neighbors=5):
     """Indices of the ``k_neighbors`` nearest neighbours of each row of ``X_class`` among the other rows.
 
-    SMOTE's neighbour search, taught in ``notebooks/03_smote.ipynb`` (*Which neighbours does SMOTE use?*): Euclidean
-    distance, one class at a time, each sample excluded from its own neighbours.
+    SMOTE's neighbour search, taught in ``notebooks/03_smote.ipynb`` (*Exercise smote-2 (2 points): the neighbour
+    search*): Euclidean distance, one class at a time, each sample excluded from its own neighbours.
 
     Parameters
     ----------
@@ -599,7 +599,7 @@ class ImbalanceReport:
 def imbalance_report(y_true, y_pred, y_score=None, *, labels=None) -> ImbalanceReport:
     """Metrics suited to imbalanced classes: per-class precision/recall/F1, balanced accuracy, PR-AUC, ROC-AUC.
 
-    Taught in ``notebooks/03_smote.ipynb`` (*Why does accuracy lie?*).
+    Taught in ``notebooks/03_smote.ipynb`` (*Why does accuracy lie on imbalanced data?*).
 
     Parameters
     ----------

@@ -4,6 +4,8 @@ Warnings on stderr change with library versions and carry per-run paths, so note
 print and display (stdout and rich outputs), not on stderr.
 """
 
+__all__ = ["pytest_collectstart"]
+
 
 def pytest_collectstart(collector):
     if hasattr(collector, "skip_compare"):

@@ -16,6 +16,19 @@ from typing import Iterable, TypeVar
 
 import numpy as np
 
+__all__ = [
+    "PROGRESS_ENV",
+    "seed_everything",
+    "available_devices",
+    "pick_device",
+    "synchronize",
+    "Timer",
+    "progress_enabled",
+    "progress",
+    "check_shape",
+    "environment_report",
+]
+
 T = TypeVar("T")
 
 #: Environment variable that turns progress bars off. The project's own notebook runners (``sustainlab run-all``,

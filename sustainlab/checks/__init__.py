@@ -6,7 +6,8 @@ Usage in a notebook::
     check("wel-1", kwh)        # prints "✔ wel-1 passed" or "✘ wel-1: <hint>"
 
 Each chapter declares its exercises in its own file here as a module-level ``EXERCISES`` tuple; the registry below
-lists those files explicitly (no import-time discovery) and rejects duplicate ids.
+reads the files that ``sustainlab.chapters.CHAPTERS`` names (``Chapter.checks``: the chapter's module, or its slug
+for the welcome chapter), in course order, with no import-time discovery, and rejects duplicate ids.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import import_module
 from typing import Any
+
+from ..chapters import CHAPTERS
 
 from ._core import (
     FAIL_MARK,
@@ -29,6 +32,7 @@ from ._core import (
 )
 
 __all__ = [
+    "CHAPTER_CHECK_MODULES",
     "check",
     "report",
     "registry",
@@ -43,8 +47,8 @@ __all__ = [
     "FAIL_MARK",
 ]
 
-#: The chapter files that declare exercises, in course order.
-CHAPTER_CHECK_MODULES = ("welcome", "optim", "attention", "imbalance", "fairness", "energy")
+#: The chapter files that declare exercises, in course order: derived from the one chapter table.
+CHAPTER_CHECK_MODULES = tuple(chapter.checks for chapter in CHAPTERS)
 
 
 @lru_cache(maxsize=1)

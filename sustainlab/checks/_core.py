@@ -11,6 +11,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+__all__ = [
+    "PASS_MARK",
+    "FAIL_MARK",
+    "CheckFailed",
+    "Exercise",
+    "passed_line",
+    "failed_line",
+    "report",
+    "expect",
+    "expect_close",
+    "run_check",
+    "is_finite_number",
+]
+
 PASS_MARK = "✔"
 FAIL_MARK = "✘"
 
