@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from sustainlab.chapters import CHAPTERS
 from sustainlab.cli import main
 from sustainlab.runner import course_notebooks, execute_notebook
 
@@ -53,4 +54,19 @@ def test_unreadable_notebook_is_a_clear_error(tmp_path):
 def test_course_notebooks_in_chapter_order():
     names = [p.name for p in course_notebooks(ROOT)]
     assert names[0] == "00_welcome.ipynb"
-    assert names == sorted(names)
+    assert names == [Path(chapter.notebook).name for chapter in CHAPTERS]
+
+
+def test_course_notebooks_follow_the_chapter_table_not_the_file_names(tmp_path, monkeypatch):
+    """The table decides the order (here reversed), missing chapters are skipped, unlisted notebooks come last."""
+    import sustainlab.chapters
+
+    (tmp_path / "notebooks").mkdir()
+    table = tuple(reversed(CHAPTERS))
+    for chapter in table[1:]:  # the first chapter of the reversed table has no notebook here
+        _write(tmp_path / chapter.notebook, "pass")
+    for extra in ("zz_extra.ipynb", "aa_extra.ipynb"):
+        _write(tmp_path / "notebooks" / extra, "pass")
+    monkeypatch.setattr(sustainlab.chapters, "CHAPTERS", table)
+    names = [p.name for p in course_notebooks(tmp_path)]
+    assert names == [Path(c.notebook).name for c in table[1:]] + ["aa_extra.ipynb", "zz_extra.ipynb"]
