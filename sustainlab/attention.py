@@ -25,6 +25,7 @@ import contextlib
 import math
 import os
 import sys
+import warnings
 from numbers import Integral
 from typing import Callable
 
@@ -309,8 +310,6 @@ def chunked_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, *, c
     True
     """
     if isinstance(attn_mask, Integral) and not isinstance(attn_mask, bool):
-        import warnings
-
         warnings.warn(
             "chunked_attention(q, k, v, chunk_size) is deprecated: the fourth argument is attn_mask, as in "
             "scaled_dot_product_attention; pass chunk_size=... by keyword.",
@@ -338,7 +337,8 @@ def _auto_query_chunk(chunk_size: int, n_q: int, device) -> int:
     """Queries per block when the caller does not choose.
 
     On the CPU, blocks of about ``_AUTO_BLOCK_SCORES`` scores (at least 16 queries) stay in the cache, which makes the
-    walk about twice as fast as one block of all queries at N = 4096. On a GPU every block is another round of kernel
+    walk clearly faster than one block of all queries at long N (``benchmarks/bench_attention.py --query-chunk-size``
+    compares). On a GPU every block is another round of kernel
     launches, so all queries go at once; memory is O(N·chunk) either way.
     """
     if torch.device(device).type != "cpu":
@@ -786,8 +786,6 @@ def sdpa_kernel_used(q, k, v, is_causal=False) -> str:
     except (AttributeError, TypeError):
         order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     order = [(names[b], b) for b in order]
-    import warnings
-
     for name, backend in order:
         try:
             with warnings.catch_warnings():
