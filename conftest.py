@@ -13,7 +13,7 @@ quiet_environment()
 
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
-    """A test that lowers torch's thread count (tiny models run faster on one) must not lower it for the tests after it."""
+    """A test that lowers torch's thread count (tiny models run faster on one) must not lower it for later tests."""
     torch = sys.modules.get("torch")  # not imported here: tests that never use torch stay fast
     before = torch.get_num_threads() if torch is not None else None
     yield

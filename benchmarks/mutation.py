@@ -15,7 +15,8 @@ Both are on PyPI and are the tools to use for a full run (``mutmut run`` with ``
 ``cosmic-ray init/exec`` with a session file). Tried here: mutmut 3.8.1 installs, generates its trampolined copy, but
 its coverage ("stats") phase reported "could not find any test case for any mutant" for this layout (tests that
 import the package through a root ``conftest.py``), so it ran no mutant; cosmic-ray was not tried (it needs a
-session database and a baseline run of the whole suite, long on a shared 2-core machine). This script does the same thing on a curated operator set,
+session database and a baseline run of the whole suite, long on a shared 2-core machine). This script does the
+same thing on a curated operator set,
 one module at a time, on a *sample* of mutants (seeded, so a run can be repeated), and it reports the survivors so
 that a test can be written against each.
 
@@ -29,7 +30,7 @@ How it works
    - an integer constant ``n`` → ``n + 1`` and a float constant ``x`` → ``2·x`` (docstrings, strings untouched),
    - ``return <value>`` → ``return None``.
 
-   Plus, per module, a few *targeted* mutants: whole-function replacements that a review found surviving (e.g.
+   Plus, per module, a few *targeted* mutants: text substitutions that a review found surviving (e.g.
    ``time_attention`` returning ``0.0``), always run.
 2. The package and the test file are copied to a temporary folder (data and notebooks linked), the mutated module is
    written there with :func:`ast.unparse`, and the test file runs with ``pytest -x`` (first failure kills the mutant).
@@ -56,25 +57,37 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Module -> its test file (default: tests/test_<module>.py).
 TEST_FILES = {"validation": "tests/test_validation.py", "runner": "tests/test_runner.py"}
 
-#: Mutants a review found surviving: (function name, replacement body as source).
+#: Mutants a review found surviving, as text substitutions (description, old, new) in the module's source; a mutant
+#: whose ``old`` text is not in the module (the code was rewritten) is reported as not applicable.
 TARGETED = {
     "attention": [
-        ("time_attention", "return 0.0"),
-        ("sdpa_kernel_used", "return 'math'"),
-        ("_auto_query_chunk", "return n_q"),
+        ("time_attention returns 0.0",
+         '    return times[0] if reduce == "min" else times[len(times) // 2]', "    return 0.0"),
+        ("sdpa_kernel_used returns 'math'",
+         "    from torch.nn.attention import SDPBackend, sdpa_kernel\n", '    return "math"\n'),
+        ("the default query tiling is all queries at once",
+         "    return min(n_q, max(16, _AUTO_BLOCK_SCORES // chunk_size))", "    return n_q"),
     ],
     "fairness": [
-        ("demographic_parity_difference",
-         "return equal_opportunity_difference(y_true, y_pred, sensitive_features=sensitive_features, method=method, "
-         "pos_label=pos_label, sample_weight=sample_weight)"),
-        ("_balanced_accuracy", "return 0.5"),
-        ("_aggregate", "return float(np.mean(values)) if agg == 'mean' else float(worst(values))"),
+        ("compare_predictions' dp_difference is the TPR gap",
+         '"dp_difference": demographic_parity_difference(y_true, y_pred, **kwargs)',
+         '"dp_difference": equal_opportunity_difference(y_true, y_pred, **kwargs)'),
+        ("compare_predictions' balanced_accuracy is 0.5",
+         '"balanced_accuracy": _balanced_accuracy(truth, pred)', '"balanced_accuracy": 0.5'),
+        ("agg='mean' does not skip NaN",
+         'return float(np.mean(defined)) if agg == "mean"', 'return float(np.mean(values)) if agg == "mean"'),
     ],
     "runner": [
-        ("course_notebooks", "return sorted(Path(root).joinpath('notebooks').glob('*.ipynb'))"),
+        ("course_notebooks ignores CHAPTERS",
+         "    return listed + others", '    return sorted((root / "notebooks").glob("*.ipynb"))'),
     ],
     "validation": [
-        ("check_same_length", "return len(next(iter(arrays.values()), []))"),
+        ("integer rule accepts whole floats",
+         "if isinstance(value, bool) or not isinstance(value, Integral):",
+         "if isinstance(value, bool) or not isinstance(value, (Real, np.number)) or float(value) != int(value):"),
+        ("check_same_length without its type check",
+         "    lengths = {name: _n_samples(values, name) for name, values in arrays.items()}",
+         "    lengths = {name: len(values) for name, values in arrays.items()}"),
     ],
 }
 
@@ -89,7 +102,7 @@ class Mutant:
     operator: str
     line: int
     description: str
-    target: tuple[str, str] | None = None
+    target: tuple[str, str] | None = None  # (old, new) text of a targeted mutant
 
 
 def _docstring_nodes(tree):
@@ -182,14 +195,12 @@ def generic_mutants(source: str) -> list[Mutant]:
 
 
 def mutate(source: str, mutant: Mutant) -> str:
-    tree = ast.parse(source)
     if mutant.target is not None:
-        name, body = mutant.target
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
-                node.body = ast.parse(body).body
-                return ast.unparse(tree)
-        raise ValueError(f"targeted mutant: no function {name!r} in the module")
+        old, new = mutant.target
+        if old not in source:
+            raise ValueError("not applicable: the code it changes is not in this version of the module")
+        return source.replace(old, new, 1)
+    tree = ast.parse(source)
     node, operator, _ = _sites(tree)[mutant.index]
     replacement = _apply(node, operator)
     if replacement is not node:  # ``not x -> x``: put the operand where the UnaryOp was
@@ -235,16 +246,22 @@ def _run_tests(work: Path, test_file: str, marks: str | None, timeout: float) ->
     return "killed", seconds
 
 
-def run_module(module: str, *, sample: int, seed: int, tests: str | None, marks: str | None, list_only: bool):
+def run_module(module: str, *, sample: int, seed: int, tests: str | None, marks: str | None, list_only: bool,
+               only_targeted: bool = False):
     path = ROOT / "sustainlab" / f"{module.replace('.', '/')}.py"
     source = path.read_text(encoding="utf-8")
     test_file = tests or TEST_FILES.get(module, f"tests/test_{module}.py")
     generic = generic_mutants(source)
     rng = random.Random(seed)
     chosen = sorted(rng.sample(generic, min(sample, len(generic))), key=lambda m: m.index) if sample else generic
-    targeted = [Mutant(-1, "targeted", 0, f"{name}: {body[:60]}", (name, body)) for name, body in TARGETED.get(module, [])]
+    targeted = [Mutant(-1, "targeted", source[:source.find(old)].count("\n") + 1 if old in source else 0,
+                       description, (old, new))
+                for description, old, new in TARGETED.get(module, [])]
+    if only_targeted:
+        chosen = []
     mutants = chosen + targeted
-    print(f"\n== {module}: {len(generic)} generic sites, {len(chosen)} sampled (seed {seed}) + {len(targeted)} targeted; "
+    print(f"\n== {module}: {len(generic)} generic sites, {len(chosen)} sampled (seed {seed}) + {len(targeted)} "
+          f"targeted; "
           f"tests: {test_file}" + (f" -m '{marks}'" if marks else ""), flush=True)
     if list_only:
         for m in mutants:
@@ -290,12 +307,13 @@ def main(argv=None):
     parser.add_argument("--tests", default=None, help="test file (default tests/test_<module>.py)")
     parser.add_argument("--all-marks", action="store_true", help="also run tests marked slow (runner's are all slow)")
     parser.add_argument("--list", action="store_true", help="list the mutants without running them")
+    parser.add_argument("--only-targeted", action="store_true", help="run the targeted mutants only")
     args = parser.parse_args(argv)
     rows = []
     for module in args.modules:
         marks = None if args.all_marks or module == "runner" else "not slow and not gpu and not browser"
         row = run_module(module, sample=args.sample, seed=args.seed, tests=args.tests, marks=marks,
-                         list_only=args.list)
+                         list_only=args.list, only_targeted=args.only_targeted)
         if row:
             rows.append(row)
     if rows:

@@ -5,8 +5,9 @@ each group defined by one or more sensitive features. A *disparity* summarises h
 difference (largest minus smallest, 0 = parity) or a ratio (smallest over largest, 1 = parity).
 
 Taught in ``notebooks/04_fairness.ipynb`` (*What are selection rate, TPR and FPR — computed by hand?*), where each
-function is first computed by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal fairlearn's within 1e-12
-(``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one sitting.
+function is first computed by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal
+fairlearn's within 1e-12 (``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one
+sitting.
 
 Public API
 ----------

@@ -289,9 +289,11 @@ def test_cuda_matches_cpu_and_reports_kernel():
     q, k, v = (t.cuda() for t in _qkv((2, 4, 128, 64), (2, 4, 128)))
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(scaled_dot_product_attention(q, k, v, is_causal=True), expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(chunked_attention(q, k, v, is_causal=True, chunk_size=32), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked_attention(q, k, v, is_causal=True, chunk_size=32), expected, atol=1e-4,
+                               rtol=1e-4)
     qh, kh, vh = (t.half() for t in (q, k, v))
-    assert (chunked_attention(qh, kh, vh, chunk_size=32).float() - F.scaled_dot_product_attention(q, k, v)).abs().max() < 1e-2
+    half = chunked_attention(qh, kh, vh, chunk_size=32).float()
+    assert (half - F.scaled_dot_product_attention(q, k, v)).abs().max() < 1e-2
     assert sdpa_kernel_used(qh, kh, vh) in ("flash", "efficient", "cudnn", "math")
     assert peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cuda") > 0
 

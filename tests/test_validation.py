@@ -64,7 +64,8 @@ def test_check_same_length_and_option():
         check_option("fast", "backend", ("naive", "sdpa"))
 
 
-@pytest.mark.parametrize("bad, shown", [(3, "int 3"), (np.float64(2.0), "float64"), ("abc", "str"), (np.array(1), "ndarray")])
+@pytest.mark.parametrize("bad, shown",
+                         [(3, "int 3"), (np.float64(2.0), "float64"), ("abc", "str"), (np.array(1), "ndarray")])
 def test_check_same_length_names_a_non_array(bad, shown):
     with pytest.raises(TypeError, match=f"y must be array-like with one entry per sample.*got {shown}"):
         check_same_length(X=[1, 2, 3], y=bad)
