@@ -308,6 +308,9 @@ def test_gradient_descent_callback_can_stop_and_divergence_is_reported():
         ({"lr": "0.1"}, TypeError, "lr must be a number"),
         ({"n_steps": -1}, ValueError, "n_steps must be >= 0"),
         ({"n_steps": 2.5}, TypeError, "n_steps must be an integer"),
+        # Not "cannot convert float infinity to integer": the error names the parameter.
+        ({"n_steps": float("inf")}, TypeError, "n_steps must be an integer, got float inf"),
+        ({"n_steps": float("nan")}, TypeError, "n_steps must be an integer, got float nan"),
         ({"grad_fn": lambda t: np.ones(3)}, ValueError, r"grad_fn returned shape \(3,\) but theta has shape \(2,\)"),
         ({"theta0": np.array([np.nan, 0.0])}, ValueError, "theta0 contains NaN"),
         ({"callback": 3}, TypeError, "callback must be callable"),
@@ -318,6 +321,11 @@ def test_gradient_descent_rejects_bad_input(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         optim.gradient_descent(**args)
+
+
+def test_gradient_descent_takes_numpy_integer_steps():
+    path = optim.gradient_descent(lambda t: 2 * t, np.ones(2), lr=0.1, n_steps=np.int64(3))
+    assert path.shape == (4, 2)
 
 
 def test_steps_to_target():
