@@ -211,6 +211,10 @@ def test_tiny_transformer_backends_agree_and_maps_have_shape():
     assert len(maps) == 2 and maps[0].shape == (5, 2, 8, 8)
     torch.testing.assert_close(maps[0].sum(-1), torch.ones(5, 2, 8))
     assert sequence_loss(ref, targets).item() > 0
+    # The smallest vocabulary (two tokens) and length one are valid; one token is not.
+    assert TinyTransformer(2, 1)(torch.zeros(3, 1, dtype=torch.long)).shape == (3, 1, 2)
+    with pytest.raises(ValueError, match="vocab_size must be >= 2"):
+        TinyTransformer(1, 4)
 
 
 @pytest.mark.slow
