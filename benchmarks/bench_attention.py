@@ -20,7 +20,11 @@ How things are measured
   for that dtype (fp32 without TF32, since torch keeps TF32 off for matmuls by default);
 - error: max |out − SDPA fp32| over the output, for every method and dtype.
 
-Targets on the course's 2-core CPU, fp32, N = 4096: chunked peak memory ≥ 4× below naive, chunked time ≤ 2× SDPA.
+Targets on the course's 2-core CPU, fp32, B=1, H=4, d=64, N = 4096, 2 threads (``--threads 2``), for the *default*
+call ``chunked_attention(q, k, v, chunk_size=512)`` (query tiling chosen automatically): peak memory ≥ 4× below
+naive, time ≤ 1.5× SDPA. The time ratio is reported as the best-of-rounds ratio together with the range of the
+per-round ratios (same round, so the same load); the verdict says "inconclusive" when that range straddles the target,
+which happens on a contended machine. ``--query-chunk-size Q`` adds a row for an explicit tiling.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def _repeats(n, device):
 
 
 def run(sizes, dtypes, batch, heads, head_dim, chunk_size, device, causal=False, query_chunk_size=None):
+    """Time and measure every method; ``chunked`` is the default call, ``chunked-q<Q>`` an explicit tiling."""
     rows = []
     for n in sizes:
         seed_everything(0)
@@ -89,20 +94,23 @@ def run(sizes, dtypes, batch, heads, head_dim, chunk_size, device, causal=False,
             q, k, v = (t.to(dtype) for t in (q32, k32, v32))
             methods = {
                 "naive": lambda: scaled_dot_product_attention(q, k, v, is_causal=causal),
-                "chunked": lambda: chunked_attention(q, k, v, chunk_size, is_causal=causal,
-                                                     query_chunk_size=query_chunk_size),
+                "chunked": lambda: chunked_attention(q, k, v, is_causal=causal, chunk_size=chunk_size),
                 "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
             }
+            if query_chunk_size:
+                methods[f"chunked-q{query_chunk_size}"] = lambda: chunked_attention(
+                    q, k, v, is_causal=causal, chunk_size=chunk_size, query_chunk_size=query_chunk_size)
             kernel = sdpa_kernel_used(q, k, v, is_causal=causal)
             peak_device = _peak_tflops(device, dtype_name)
             with torch.no_grad():
                 errors = {method: float((fn().float() - reference).abs().max()) for method, fn in methods.items()}
                 # Round-robin: each round times every method once, so a burst of load from other users of a
                 # shared machine hits all methods alike; the fastest round per method is kept.
-                best = {method: math.inf for method in methods}
+                rounds = {method: [] for method in methods}
                 for _ in range(_repeats(n, device)):
                     for method, fn in methods.items():
-                        best[method] = min(best[method], time_attention(fn, repeats=1, warmup=0, device=device))
+                        rounds[method].append(time_attention(fn, repeats=1, warmup=0, device=device))
+                best = {method: min(times) for method, times in rounds.items()}
                 peaks = {method: peak_memory_bytes(fn, device=device) for method, fn in methods.items()}
             for method in methods:
                 seconds, peak = best[method], peaks[method]
@@ -115,9 +123,11 @@ def run(sizes, dtypes, batch, heads, head_dim, chunk_size, device, causal=False,
                         score_matrix_mib=attention_memory_bytes(batch, heads, n, n, dtype) / 2**20,
                         tflops=tflops, peak_fraction=(tflops / peak_device if peak_device else None),
                         max_error_vs_fp32=errors[method],
+                        # Same-round ratios: both calls ran back to back, under the same load.
+                        round_ratios_vs_sdpa=[t / s for t, s in zip(rounds[method], rounds["sdpa"])],
                     )
                 )
-                print(f"  N={n:<6} {dtype_name:<5} {method:<8} {seconds * 1e3:9.2f} ms {peak / 2**20:9.1f} MiB",
+                print(f"  N={n:<6} {dtype_name:<5} {method:<11} {seconds * 1e3:9.2f} ms {peak / 2**20:9.1f} MiB",
                       flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -131,27 +141,46 @@ def run(sizes, dtypes, batch, heads, head_dim, chunk_size, device, causal=False,
 
 
 def print_table(rows):
-    header = (f"{'N':>6} {'dtype':<5} {'method':<8} {'ms':>10} {'peak MiB':>9} {'×SDPA t':>8} {'×SDPA mem':>9} "
+    header = (f"{'N':>6} {'dtype':<5} {'method':<11} {'ms':>10} {'peak MiB':>9} {'×SDPA t':>8} {'×SDPA mem':>9} "
               f"{'TFLOP/s':>8} {'%peak':>6} {'max err':>9} kernel")
     print(header)
     print("-" * len(header))
     for r in rows:
         frac = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] is not None else "-"
-        print(f"{r['n']:>6} {r['dtype']:<5} {r['method']:<8} {r['seconds'] * 1e3:>10.2f} {r['peak_mib']:>9.1f} "
+        print(f"{r['n']:>6} {r['dtype']:<5} {r['method']:<11} {r['seconds'] * 1e3:>10.2f} {r['peak_mib']:>9.1f} "
               f"{r['time_vs_sdpa']:>8.2f} {r['memory_vs_sdpa']:>9.2f} {r['tflops']:>8.3f} {frac:>6} "
               f"{r['max_error_vs_fp32']:>9.2e} {r['sdpa_kernel']}")
 
 
-def check_targets(rows, n=4096):
-    """The two CPU targets at N=4096, fp32: chunked memory ≥ 4× below naive, chunked time ≤ 2× SDPA."""
+def check_targets(rows, n=4096, max_time_ratio=1.5, min_memory_ratio=4.0):
+    """The CPU targets at N=4096, fp32, for the default chunked call: memory ≥ 4× below naive, time ≤ 1.5× SDPA.
+
+    Returns the verdicts as a dict (also printed). The time verdict is "met" when even the spread of same-round ratios
+    lies at or under the target, "NOT met" when it lies above, and "inconclusive" when it straddles the target (the
+    best-of-rounds ratio is then the figure to quote, with the spread).
+    """
     by = {(r["method"]): r for r in rows if r["n"] == n and r["dtype"] == "fp32"}
     if {"naive", "chunked", "sdpa"} - by.keys():
-        return
+        return None
     mem_ratio = by["naive"]["peak_mib"] / by["chunked"]["peak_mib"]
-    time_ratio = by["chunked"]["seconds"] / by["sdpa"]["seconds"]
-    print(f"\nN={n} fp32: naive/chunked peak memory = {mem_ratio:.1f}× (target ≥ 4) "
-          f"{'met' if mem_ratio >= 4 else 'NOT met'}; chunked/SDPA time = {time_ratio:.2f}× (target ≤ 2) "
-          f"{'met' if time_ratio <= 2 else 'NOT met'}")
+    time_ratio = by["chunked"]["time_vs_sdpa"]
+    spread = by["chunked"]["round_ratios_vs_sdpa"]
+    low, high = min(spread), max(spread)
+    median = sorted(spread)[len(spread) // 2]
+    if time_ratio <= max_time_ratio and median <= max_time_ratio:
+        time_verdict = "met"
+    elif low > max_time_ratio:
+        time_verdict = "NOT met"
+    else:
+        time_verdict = "inconclusive (the per-round ratios straddle the target: contended machine?)"
+    memory_verdict = "met" if mem_ratio >= min_memory_ratio else "NOT met"
+    print(f"\nN={n} fp32, default chunked_attention call (chunk_size=512, query tiling chosen automatically), "
+          f"{by['chunked']['threads']} threads:\n"
+          f"  peak memory naive/chunked = {mem_ratio:.1f}× (target ≥ {min_memory_ratio:g}): {memory_verdict}\n"
+          f"  time chunked/SDPA = {time_ratio:.2f}× best of rounds, per-round {low:.2f}–{high:.2f}× "
+          f"(target ≤ {max_time_ratio:g}): {time_verdict}")
+    return {"memory_ratio": mem_ratio, "memory": memory_verdict, "time_ratio": time_ratio,
+            "time_round_ratios": spread, "time": time_verdict}
 
 
 def plot(rows, path):
@@ -162,7 +191,7 @@ def plot(rows, path):
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     for dtype in sorted({r["dtype"] for r in rows}):
-        for method in ("naive", "chunked", "sdpa"):
+        for method in sorted({r["method"] for r in rows}):
             sel = [r for r in rows if r["dtype"] == dtype and r["method"] == method]
             style = "-" if dtype == "fp32" else "--"
             ax_t.plot([r["n"] for r in sel], [r["seconds"] * 1e3 for r in sel], style, marker="o",
@@ -192,8 +221,8 @@ def main(argv=None):
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--query-chunk-size", type=int, default=None,
-                        help="also tile the queries (0 = all at once; default 256 on the CPU, where blocks that fit "
-                             "the cache pay off, and 0 on a GPU, where every extra block is another kernel launch)")
+                        help="also time chunked attention with this explicit query tiling (the default call chooses "
+                             "it automatically)")
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", default=str(RESULTS_DIR))
@@ -202,16 +231,14 @@ def main(argv=None):
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.query_chunk_size is None:
-        args.query_chunk_size = 256 if device.type == "cpu" else 0
     sizes = args.sizes or ([256, 512, 1024, 2048, 4096, 8192, 16384] if device.type == "cuda"
                            else [256, 512, 1024, 2048, 4096])
     dtypes = args.dtypes or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; B={args.batch} H={args.heads} d={args.head_dim} "
-          f"chunk={args.chunk_size}×{args.query_chunk_size or 'all'} causal={args.causal}")
+          f"chunk={args.chunk_size} causal={args.causal}")
     rows = run(sizes, dtypes, args.batch, args.heads, args.head_dim, args.chunk_size, device, args.causal,
-               args.query_chunk_size or None)
+               args.query_chunk_size)
     print()
     print_table(rows)
     check_targets(rows)

@@ -25,14 +25,17 @@ import contextlib
 import math
 import os
 import sys
+import warnings
+from numbers import Integral
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .utils import Timer, pick_device, synchronize
-from .validation import check_option, check_scalar
+from .validation import check_option, check_random_state_alias, check_scalar
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -96,6 +99,8 @@ def _check_qkv(q, k, v) -> None:
 
 
 def _check_mask(attn_mask, q, k, is_causal) -> None:
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal must be True or False, got {type(is_causal).__name__}; pass a mask as attn_mask.")
     if attn_mask is None:
         return
     if is_causal:
@@ -127,7 +132,8 @@ def _check_scale(scale):
 def causal_mask(n_q: int, n_k: int | None = None, device=None) -> torch.Tensor:
     """Boolean causal mask of shape ``(n_q, n_k)``: ``True`` where query ``i`` may attend to key ``j`` (``j <= i``).
 
-    Top-left aligned like torch's ``is_causal``. Built in ``notebooks/02_attention.ipynb``, *Exercise att-2*.
+    Top-left aligned like torch's ``is_causal``. Built in
+    ``notebooks/02_attention.ipynb``, *Exercise att-2 (1 point): the causal mask*.
 
     Examples
     --------
@@ -225,7 +231,7 @@ def online_softmax_update(m, l, acc, scores_block, v_block):
     The state for each query row is the running maximum ``m`` of the scores seen so far, the running sum
     ``l = Σ exp(s - m)`` and the running weighted sum ``acc = Σ exp(s - m)·v``. When a block raises the maximum, the old
     sum and accumulator are rescaled by ``exp(m_old - m_new)``; the final output is ``acc / l``. Taught in
-    ``notebooks/02_attention.ipynb``, *Exercise att-3*.
+    ``notebooks/02_attention.ipynb``, *Exercise att-3 (2 points): the online-softmax update*.
 
     Parameters
     ----------
@@ -253,31 +259,34 @@ def online_softmax_update(m, l, acc, scores_block, v_block):
     return m_new, l, acc
 
 
-def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, scale=None,
+def chunked_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, *, chunk_size=512,
                       query_chunk_size=None):
     """Attention computed over blocks of ``chunk_size`` keys with an online softmax (memory O(N·chunk), not O(N²)).
 
-    Gives the same result as :func:`scaled_dot_product_attention` up to rounding, but never holds more than
-    ``n_q × chunk_size`` scores per (batch, head) at a time. This is the core idea of FlashAttention, which also tiles
-    the queries and fuses everything into one GPU kernel. Taught in ``notebooks/02_attention.ipynb``,
+    Gives the same result as :func:`scaled_dot_product_attention` up to rounding, and takes the same first six
+    arguments in the same order (``chunked_attention(q, k, v, mask)`` works like torch's SDPA), but never holds more
+    than ``query_chunk_size × chunk_size`` scores per (batch, head) at a time. This is the core idea of
+    FlashAttention, which also fuses everything into one GPU kernel. Taught in ``notebooks/02_attention.ipynb``,
     *How can attention use less memory?*
 
     Parameters
     ----------
     q, k, v : Tensor
         As in :func:`scaled_dot_product_attention`.
-    chunk_size : int
-        Number of keys per block, ≥ 1. Larger blocks mean fewer, bigger matrix products (faster) and more memory.
-    is_causal : bool, default False
-        Query ``i`` attends to keys ``0..i``; blocks entirely in the future of every query are skipped.
     attn_mask : Tensor, optional
         Boolean or additive mask as in :func:`scaled_dot_product_attention`; it is sliced per block.
+    is_causal : bool, default False
+        Query ``i`` attends to keys ``0..i``; blocks entirely in the future of every query are skipped.
     scale : float, optional
         Default ``1/sqrt(d)``.
+    chunk_size : int, default 512
+        Number of keys per block, ≥ 1. Larger blocks mean fewer, bigger matrix products (faster) and more memory.
     query_chunk_size : int, optional
-        Also walk over the queries in blocks of this size (as FlashAttention does): each block of scores is then
+        Walk over the queries in blocks of this size too (as FlashAttention does), so that each block of scores is
         ``query_chunk_size × chunk_size`` and can stay in the CPU cache, and causal attention skips the key blocks
-        above the diagonal. Default: all queries at once.
+        above the diagonal. Default: on the CPU, chosen so that a block holds about ``2**17`` scores per (batch, head),
+        e.g. 256 queries for 512 keys; on a GPU, all queries at once (fewer kernel launches). Pass the number of
+        queries to attend with all of them at once anywhere.
 
     Returns
     -------
@@ -286,29 +295,57 @@ def chunked_attention(q, k, v, chunk_size, is_causal=False, *, attn_mask=None, s
     Raises
     ------
     ValueError, TypeError
-        As :func:`scaled_dot_product_attention`, plus ``chunk_size`` that is not a positive integer.
+        As :func:`scaled_dot_product_attention`, plus a ``chunk_size`` or ``query_chunk_size`` that is not a positive
+        integer.
+
+    Notes
+    -----
+    ``chunk_size`` used to be the fourth positional argument; an integer there is still read as
+    ``chunk_size`` (a tensor or ``None`` is a mask) with a ``DeprecationWarning``: write ``chunk_size=`` instead.
 
     Examples
     --------
     >>> g = torch.Generator().manual_seed(0)
     >>> q, k, v = (torch.randn(2, 16, 8, generator=g) for _ in range(3))
     >>> full = scaled_dot_product_attention(q, k, v, is_causal=True)
-    >>> torch.allclose(chunked_attention(q, k, v, chunk_size=5, is_causal=True), full, atol=1e-6)
+    >>> torch.allclose(chunked_attention(q, k, v, is_causal=True, chunk_size=5), full, atol=1e-6)
     True
     """
+    if isinstance(attn_mask, Integral) and not isinstance(attn_mask, bool):
+        warnings.warn(
+            "chunked_attention(q, k, v, chunk_size) is deprecated: the fourth argument is attn_mask, as in "
+            "scaled_dot_product_attention; pass chunk_size=... by keyword.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        attn_mask, chunk_size = None, attn_mask
     _check_qkv(q, k, v)
     _check_mask(attn_mask, q, k, is_causal)
     scale = _check_scale(scale)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive integer (keys per block), got {chunk_size}.")
-    if query_chunk_size is not None:
-        if isinstance(query_chunk_size, bool) or not isinstance(query_chunk_size, int):
-            raise TypeError(f"query_chunk_size must be a positive integer or None, got {query_chunk_size!r}.")
-        if query_chunk_size <= 0:
-            raise ValueError(f"query_chunk_size must be a positive integer or None, got {query_chunk_size}.")
+    chunk_size = check_scalar(chunk_size, "chunk_size", min_value=1, integer=True)
+    if query_chunk_size is None:
+        query_chunk_size = _auto_query_chunk(chunk_size, q.shape[-2], q.device)
+    else:
+        query_chunk_size = check_scalar(query_chunk_size, "query_chunk_size", min_value=1, integer=True)
     return _chunked_attention(q, k, v, chunk_size, bool(is_causal), attn_mask, scale, query_chunk_size)
+
+
+#: Scores per (batch, head) in one block when the query tiling is chosen automatically on the CPU: 2**17 fp32 scores
+#: are 512 KiB, small enough to stay in a core's L2 cache, large enough for efficient matrix products.
+_AUTO_BLOCK_SCORES = 2**17
+
+
+def _auto_query_chunk(chunk_size: int, n_q: int, device) -> int:
+    """Queries per block when the caller does not choose.
+
+    On the CPU, blocks of about ``_AUTO_BLOCK_SCORES`` scores (at least 16 queries) stay in the cache, which makes the
+    walk clearly faster than one block of all queries at long N (``benchmarks/bench_attention.py --query-chunk-size``
+    compares). On a GPU every block is another round of kernel
+    launches, so all queries go at once; memory is O(N·chunk) either way.
+    """
+    if torch.device(device).type != "cpu":
+        return n_q
+    return min(n_q, max(16, _AUTO_BLOCK_SCORES // chunk_size))
 
 
 def _chunked_attention(q, k, v, chunk_size, is_causal, attn_mask, scale, query_chunk_size=None):
@@ -433,7 +470,8 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with a switchable attention backend (batch first).
 
     Projections as in ``torch.nn.MultiheadAttention``; :meth:`load_from_torch` copies the weights of one, so the two
-    can be compared. Taught in ``notebooks/02_attention.ipynb``, *A tiny Transformer that learns to reverse*.
+    can be compared. Taught in ``notebooks/02_attention.ipynb``,
+    *Can a tiny Transformer learn where to look?*
 
     Parameters
     ----------
@@ -487,7 +525,7 @@ class MultiHeadAttention(nn.Module):
             if need_weights:
                 out, weights = out
         elif self.backend == "chunked":
-            out = chunked_attention(q, k, v, self.chunk_size, is_causal, attn_mask=attn_mask)
+            out = chunked_attention(q, k, v, attn_mask, is_causal, chunk_size=self.chunk_size)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.embed_dim))
@@ -593,19 +631,29 @@ class TinyTransformer(nn.Module):
         return maps
 
 
-def reversal_data(n_samples, seq_len=8, vocab_size=10, *, seed=0):
+def reversal_data(n_samples, seq_len=8, vocab_size=10, *, random_state=0, seed=None):
     """Random token sequences and their reversals: the synthetic task whose right attention pattern is known.
 
     To output position ``i`` the model must look at input position ``seq_len - 1 - i``: the anti-diagonal.
+
+    Parameters
+    ----------
+    n_samples, seq_len, vocab_size : int
+    random_state : int, default 0
+        Seed of the generator (a local one: the global torch RNG is left alone).
+    seed : int, optional
+        Deprecated alias of ``random_state``.
 
     Returns
     -------
     (tokens, targets) : two LongTensors of shape (n_samples, seq_len)
     """
+    random_state = check_random_state_alias(random_state, seed, "reversal_data")
     n_samples = check_scalar(n_samples, "n_samples", min_value=1, integer=True)
     seq_len = check_scalar(seq_len, "seq_len", min_value=1, integer=True)
     vocab_size = check_scalar(vocab_size, "vocab_size", min_value=2, integer=True)
-    g = torch.Generator().manual_seed(seed)
+    random_state = check_scalar(random_state, "random_state", min_value=0, integer=True)
+    g = torch.Generator().manual_seed(random_state)
     tokens = torch.randint(0, vocab_size, (n_samples, seq_len), generator=g)
     return tokens, tokens.flip(-1)
 
@@ -617,15 +665,23 @@ def sequence_loss(logits, targets):
 
 @torch.no_grad()
 def sequence_accuracy(model, tokens, targets, *, batch_size=1024):
-    """Fraction of positions predicted correctly and fraction of whole sequences exactly right, as two floats."""
+    """Fraction of positions predicted correctly and fraction of whole sequences exactly right, as two floats.
+
+    The model is evaluated in eval mode and left in the mode it was in (training or not), as ``train`` does.
+    """
+    batch_size = check_scalar(batch_size, "batch_size", min_value=1, integer=True)
+    was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    correct = exact = 0
-    for start in range(0, len(tokens), batch_size):
-        x, y = tokens[start:start + batch_size].to(device), targets[start:start + batch_size].to(device)
-        hit = model(x).argmax(-1) == y
-        correct += int(hit.sum())
-        exact += int(hit.all(-1).sum())
+    try:
+        device = next(model.parameters()).device
+        correct = exact = 0
+        for start in range(0, len(tokens), batch_size):
+            x, y = tokens[start:start + batch_size].to(device), targets[start:start + batch_size].to(device)
+            hit = model(x).argmax(-1) == y
+            correct += int(hit.sum())
+            exact += int(hit.all(-1).sum())
+    finally:
+        model.train(was_training)
     return correct / targets.numel(), exact / len(targets)
 
 
@@ -732,8 +788,6 @@ def sdpa_kernel_used(q, k, v, is_causal=False) -> str:
     except (AttributeError, TypeError):
         order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     order = [(names[b], b) for b in order]
-    import warnings
-
     for name, backend in order:
         try:
             with warnings.catch_warnings():

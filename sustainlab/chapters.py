@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["Chapter", "CHAPTERS"]
+
 
 @dataclass(frozen=True)
 class Chapter:
@@ -20,6 +22,12 @@ class Chapter:
     def notebook(self) -> str:
         """Notebook path relative to the repository root."""
         return f"notebooks/{self.number:02d}_{self.slug}.ipynb"
+
+    @property
+    def checks(self) -> str:
+        """Name of the file in ``sustainlab/checks/`` that declares this chapter's exercises: the chapter's module,
+        or its slug for a chapter without a module (``welcome``)."""
+        return self.module or self.slug
 
 
 CHAPTERS: tuple[Chapter, ...] = (

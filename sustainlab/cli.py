@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+__all__ = ["build_parser", "main"]
+
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (what is wrong, where help is) and exit with status 2."""

@@ -4,9 +4,10 @@ A *disaggregated* metric is an ordinary metric (accuracy, selection rate, true-p
 each group defined by one or more sensitive features. A *disparity* summarises how far apart the groups are, as a
 difference (largest minus smallest, 0 = parity) or a ratio (smallest over largest, 1 = parity).
 
-Taught in ``notebooks/04_fairness.ipynb`` (*What does "fair" mean in numbers?*), where each function is first computed
-by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal fairlearn's within 1e-12
-(``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one sitting.
+Taught in ``notebooks/04_fairness.ipynb`` (*What are selection rate, TPR and FPR — computed by hand?*), where each
+function is first computed by hand and then compared with fairlearn's ``MetricFrame``. The numbers here equal
+fairlearn's within 1e-12 (``tests/test_fairness.py``); the code is plain numpy/pandas so that it can be read in one
+sitting.
 
 Public API
 ----------
@@ -30,7 +31,8 @@ negative. When a group has none, the rate is 0/0. ``zero_division`` decides what
 - ``"warn"`` (default): report 0.0, as fairlearn and scikit-learn do, and emit an :class:`UndefinedRateWarning`
   naming the rate, so that a made-up 0 does not silently decide a disparity;
 - a number (``0.0`` or ``1.0``): report that number, without warning;
-- ``numpy.nan``: report NaN; disparities then skip that group (and are NaN when fewer than one group is defined).
+- ``numpy.nan``: report NaN; disparities then skip that group, and are NaN with an :class:`UndefinedRateWarning`
+  when fewer than two groups are left to compare (fairlearn reports 0 then, which reads as parity).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from .validation import check_finite, check_option, check_same_length
+from .validation import check_1d, check_no_missing, check_option, check_same_length, check_sample_weight
 
 __all__ = [
     "UndefinedRateWarning",
@@ -59,6 +61,7 @@ __all__ = [
     "compare_predictions",
     "plot_group_metric",
     "plot_tradeoff",
+    "ARRESTS_FEATURES",
     "ArrestsSplit",
     "split_arrests",
 ]
@@ -182,13 +185,13 @@ def group_metrics(metrics, y_true, y_pred, *, sensitive_features, sample_weight=
         metrics = {getattr(metrics, "__name__", "metric"): metrics}
     if not isinstance(metrics, Mapping) or not metrics or not all(callable(f) for f in metrics.values()):
         raise ValueError("metrics must be a callable or a non-empty dict of {name: callable}.")
-    y_true = _check_1d(y_true, "y_true")
-    y_pred = _check_1d(y_pred, "y_pred")
+    y_true = check_1d(y_true, "y_true")
+    y_pred = check_1d(y_pred, "y_pred")
     groups = _check_groups(sensitive_features)
-    weights = None if sample_weight is None else _check_weights(sample_weight, len(y_true))
     check_same_length(y_true=y_true, y_pred=y_pred, sensitive_features=groups)
-    _check_no_nan(y_true, "y_true")
-    _check_no_nan(y_pred, "y_pred")
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(y_true))
+    check_no_missing(y_true, "y_true")
+    check_no_missing(y_pred, "y_pred")
 
     index, codes = _group_codes(groups)
     rows = []
@@ -239,7 +242,7 @@ def demographic_parity_difference(
     rates, overall = _disaggregated(
         "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
     )
-    return _difference(rates, overall, method)
+    return _difference(rates, overall, method, "selection rate")
 
 
 def demographic_parity_ratio(
@@ -258,7 +261,7 @@ def demographic_parity_ratio(
     rates, overall = _disaggregated(
         "selection_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, "warn"
     )
-    return _ratio(rates, overall, method)
+    return _ratio(rates, overall, method, "selection rate")
 
 
 def equalized_odds_difference(
@@ -299,7 +302,8 @@ def equalized_odds_difference(
     check_option(agg, "agg", _AGGS)
     tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
                                           zero_division)
-    gaps = [_difference(tpr, tpr_all, method), _difference(fpr, fpr_all, method)]
+    gaps = [_difference(tpr, tpr_all, method, "true-positive rate"),
+            _difference(fpr, fpr_all, method, "false-positive rate")]
     return _aggregate(gaps, agg, worst=max)
 
 
@@ -327,7 +331,7 @@ def equalized_odds_ratio(
     check_option(agg, "agg", _AGGS)
     tpr, fpr, tpr_all, fpr_all = _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weight,
                                           zero_division)
-    ratios = [_ratio(tpr, tpr_all, method), _ratio(fpr, fpr_all, method)]
+    ratios = [_ratio(tpr, tpr_all, method, "true-positive rate"), _ratio(fpr, fpr_all, method, "false-positive rate")]
     return _aggregate(ratios, agg, worst=min)
 
 
@@ -347,7 +351,7 @@ def equal_opportunity_difference(
     rates, overall = _disaggregated(
         "true_positive_rate", y_true, y_pred, sensitive_features, method, pos_label, sample_weight, zero_division
     )
-    return _difference(rates, overall, method)
+    return _difference(rates, overall, method, "true-positive rate")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -541,27 +545,9 @@ def split_arrests(*, test_size: float = 0.3, random_state: int = 0) -> ArrestsSp
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _check_1d(values, name: str) -> np.ndarray:
-    if isinstance(values, (pd.Series, pd.Index)):
-        array = values.to_numpy()
-    else:
-        array = np.asarray(values)
-    if array.ndim == 2 and 1 in array.shape:
-        array = array.ravel()
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}.")
-    return array
-
-
-def _check_no_nan(array: np.ndarray, name: str) -> None:
-    n_missing = int(pd.isna(array).sum())
-    if n_missing:
-        raise ValueError(f"{name} contains {n_missing} missing (NaN) value(s); drop or impute those rows first.")
-
-
 def _check_binary(array: np.ndarray, name: str, pos_label) -> np.ndarray:
     """Boolean mask of ``array == pos_label``; raises unless the values are two classes at most."""
-    _check_no_nan(array, name)
+    check_no_missing(array, name)
     values = pd.unique(array)
     if len(values) > 2:
         shown = ", ".join(repr(v) for v in sorted(values, key=str)[:5])
@@ -575,24 +561,15 @@ def _check_binary(array: np.ndarray, name: str, pos_label) -> np.ndarray:
     return array == pos_label
 
 
-def _check_weights(sample_weight, n: int) -> np.ndarray:
-    weights = _check_1d(sample_weight, "sample_weight").astype(float)
-    check_same_length(sample_weight=weights, y_true=np.empty(n))
-    check_finite(weights, "sample_weight")
-    if (weights < 0).any():
-        raise ValueError("sample_weight must be non-negative.")
-    return weights
-
-
 def _check_labels(y_true, y_pred, sample_weight, pos_label):
-    y_true = _check_1d(y_true, "y_true")
-    y_pred = _check_1d(y_pred, "y_pred")
+    y_true = check_1d(y_true, "y_true")
+    y_pred = check_1d(y_pred, "y_pred")
     check_same_length(y_true=y_true, y_pred=y_pred)
     if len(y_pred) == 0:
         raise ValueError("y_pred is empty: there is nothing to compute a rate on.")
     truth = _check_binary(y_true, "y_true", pos_label)
     pred = _check_binary(y_pred, "y_pred", pos_label)
-    weights = np.ones(len(pred)) if sample_weight is None else _check_weights(sample_weight, len(pred))
+    weights = check_sample_weight(sample_weight, len(pred))
     if weights.sum() <= 0:
         raise ValueError("sample_weight sums to zero: no sample counts.")
     return truth, pred, weights
@@ -616,7 +593,7 @@ def _check_groups(sensitive_features) -> pd.DataFrame:
         name = sensitive_features.name if sensitive_features.name is not None else "sensitive_feature_0"
         frame = pd.DataFrame({name: sensitive_features.to_numpy()})
     elif isinstance(sensitive_features, Mapping):
-        frame = pd.DataFrame({k: _check_1d(v, f"sensitive_features[{k!r}]") for k, v in sensitive_features.items()})
+        frame = pd.DataFrame({k: check_1d(v, f"sensitive_features[{k!r}]") for k, v in sensitive_features.items()})
     else:
         array = np.asarray(sensitive_features, dtype=object)
         if array.ndim == 1:
@@ -710,18 +687,32 @@ def _tpr_fpr(y_true, y_pred, sensitive_features, method, pos_label, sample_weigh
     return tpr, fpr, tpr_all, fpr_all
 
 
-def _difference(per_group: np.ndarray, overall: float, method: str) -> float:
+def _defined(per_group: np.ndarray, what: str):
+    """The groups whose rate is defined; ``None`` (after a warning) when fewer than two are left to compare."""
     defined = per_group[~np.isnan(per_group)]
-    if defined.size == 0:
+    if defined.size == 1:
+        # One defined group compared with nothing would read as parity (0 or 1): say it is undefined instead.
+        warnings.warn(
+            f"The {what} is defined for only one group (zero_division=nan left the others out): there is nothing to "
+            f"compare it with, so the disparity is NaN.",
+            UndefinedRateWarning,
+            stacklevel=5,
+        )
+    return defined if defined.size >= 2 else None
+
+
+def _difference(per_group: np.ndarray, overall: float, method: str, what: str) -> float:
+    defined = _defined(per_group, what)
+    if defined is None:
         return math.nan
     if method == "between_groups":
         return float(defined.max() - defined.min())
     return float(np.abs(defined - overall).max())
 
 
-def _ratio(per_group: np.ndarray, overall: float, method: str) -> float:
-    defined = per_group[~np.isnan(per_group)]
-    if defined.size == 0:
+def _ratio(per_group: np.ndarray, overall: float, method: str, what: str) -> float:
+    defined = _defined(per_group, what)
+    if defined is None:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "between_groups":
@@ -738,10 +729,11 @@ def _balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _aggregate(values, agg: str, worst: Callable) -> float:
-    if agg == "mean":
-        return float(np.mean(values))
+    """Combine the TPR and FPR disparities, skipping undefined (NaN) ones for both ``agg``, as fairlearn does."""
     defined = [v for v in values if not math.isnan(v)]
-    return float(worst(defined)) if defined else math.nan
+    if not defined:
+        return math.nan
+    return float(np.mean(defined)) if agg == "mean" else float(worst(defined))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -789,7 +781,7 @@ def bootstrap_group_metric(metric, y_true, y_pred, *, sensitive_features, n_boot
     n_boot = check_scalar(n_boot, "n_boot", min_value=1, integer=True)
     confidence = check_scalar(confidence, "confidence", min_value=0, max_value=1, include_min=False,
                               include_max=False)
-    truth, pred = _check_1d(y_true, "y_true"), _check_1d(y_pred, "y_pred")
+    truth, pred = check_1d(y_true, "y_true"), check_1d(y_pred, "y_pred")
     if len(truth) != len(pred):
         raise ValueError(f"y_true and y_pred must have the same length, got {len(truth)} and {len(pred)}.")
     groups = _check_groups(sensitive_features)
@@ -886,8 +878,8 @@ def calibration_by_group(y_true, scores, *, sensitive_features, bins=5) -> pd.Da
     group. With different base rates, Kleinberg, Mullainathan & Raghavan (2016) show the three cannot all hold unless
     prediction is perfect.
     """
-    truth = _check_1d(y_true, "y_true").astype(float)
-    score = _check_1d(scores, "scores").astype(float)
+    truth = check_1d(y_true, "y_true").astype(float)
+    score = check_1d(scores, "scores").astype(float)
     groups = _check_groups(sensitive_features)
     index, codes = _group_codes(groups)
     edges = np.unique(np.quantile(score, np.linspace(0, 1, int(bins) + 1)))

@@ -43,6 +43,39 @@ from .notebook import CheckSpec, check_id, check_specs, foreign_check_ids, resto
 from .utils import progress as progress_bar
 from .validation import check_scalar
 
+__all__ = [
+    "MANIFEST_NAME",
+    "STUDENT_DIR",
+    "MANIFEST_FORMAT",
+    "GRADEBOOK_HEADER",
+    "STATUSES",
+    "TOTALS_HEADER",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_CELL_TIMEOUT_S",
+    "DEFAULT_MEMORY_MB",
+    "GradingSetupError",
+    "ReleaseResult",
+    "release",
+    "load_manifest",
+    "parse_manifest",
+    "CellResult",
+    "RunResult",
+    "parse_junit",
+    "Row",
+    "score",
+    "invalid_rows",
+    "missing_rows",
+    "read_submission",
+    "run_nbval",
+    "kill_tree",
+    "snapshot",
+    "restore_snapshot",
+    "GradeResult",
+    "totals_path_for",
+    "grade",
+    "student_totals",
+]
+
 MANIFEST_NAME = "release.json"
 STUDENT_DIR = "student"
 MANIFEST_FORMAT = 2

@@ -16,6 +16,8 @@ import pytest
 
 KERNEL_DIED_MARKER = "kernel-died"
 
+__all__ = ["KERNEL_DIED_MARKER", "pytest_collectstart", "pytest_runtest_call"]
+
 
 def pytest_collectstart(collector):
     if hasattr(collector, "skip_compare"):

@@ -22,6 +22,31 @@ from typing import Any, Callable
 
 import nbformat
 
+__all__ = [
+    "BEGIN_SOLUTION",
+    "END_SOLUTION",
+    "STUB_LINES",
+    "NBVAL_CHECK_MARKER",
+    "NBVAL_CHECK_TAG",
+    "METADATA_KEY",
+    "CheckSpec",
+    "check_metadata",
+    "is_check",
+    "is_hidden_check",
+    "check_id",
+    "has_solution",
+    "replace_solution_regions",
+    "strip_solutions",
+    "strip_hidden",
+    "clear_check_outputs",
+    "RELEASE_PIPELINE",
+    "student_version",
+    "check_specs",
+    "Restored",
+    "foreign_check_ids",
+    "restore_checks",
+]
+
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 #: What a solution region becomes in the student copy (one line each, at the region's indentation).

@@ -48,6 +48,8 @@ __all__ = [
     "Adam",
     "AdamW",
     # training loop
+    "make_mlp",
+    "make_loader",
     "TrainingHistory",
     "train",
     "PRECISIONS",
@@ -124,8 +126,9 @@ def _join(grad_w, grad_b, fit_intercept: bool):
 def least_squares_loss(theta, X, y, *, l2: float = 0.0, fit_intercept: bool = False):
     """Mean squared error with a factor ½: J(θ) = ‖Xw + b − y‖² / (2n) + (l2/2)‖w‖².
 
-    Works on NumPy arrays and torch tensors alike (the result has the input's type). Taught in
-    ``notebooks/01_gradient_descent.ipynb`` (*Where does the gradient come from?*).
+    Works on NumPy arrays and torch tensors alike (the result has the input's type). The least-squares counterpart of
+    :func:`logistic_loss`, which ``notebooks/01_gradient_descent.ipynb`` trains with (*How do we know a gradient is
+    right?*).
 
     Parameters
     ----------
@@ -706,26 +709,37 @@ class AdamW(Adam):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def make_mlp(hidden: Sequence[int] = (128,), *, n_in: int = 64, n_out: int = 10, seed: int = 0):
-    """A ReLU multilayer perceptron, initialised from ``seed`` (so two calls give the same weights).
+def make_mlp(hidden: Sequence[int] = (128,), *, n_in: int = 64, n_out: int = 10, random_state: int = 0):
+    """A ReLU multilayer perceptron, initialised from ``random_state`` (so two calls give the same weights).
 
-    The model :func:`train` is shown with in ``notebooks/01_gradient_descent.ipynb``; chapter 5 reuses it.
+    The weights are drawn from a local generator, so the global torch RNG is left as it was (like the data
+    factories). The model :func:`train` is shown with in ``notebooks/01_gradient_descent.ipynb``; chapter 5 reuses it.
     """
     from torch import nn
 
-    torch.manual_seed(seed)
+    random_state = check_scalar(random_state, "random_state", min_value=0, integer=True)
     sizes = [n_in, *hidden, n_out]
+    generator = torch.Generator().manual_seed(random_state)
     layers: list = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        # skip_init: built without drawing from the global RNG, then given nn.Linear's own default initialisation
+        # (its Kaiming-uniform with a=√5 is uniform in ±1/sqrt(fan_in), as is the bias) from the local generator.
+        linear = nn.utils.skip_init(nn.Linear, a, b)
+        bound = 1 / math.sqrt(a)
+        with torch.no_grad():
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.uniform_(-bound, bound, generator=generator)
+        layers += [linear, nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
 
-def make_loader(X, y, batch_size: int, *, shuffle: bool = True, seed: int = 0):
-    """A DataLoader over tensors whose shuffling is seeded (same batches on every run)."""
+def make_loader(X, y, batch_size: int, *, shuffle: bool = True, random_state: int = 0):
+    """A DataLoader over tensors whose shuffling is seeded by ``random_state`` (same batches on every run)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    generator = torch.Generator().manual_seed(seed)
+    batch_size = check_scalar(batch_size, "batch_size", min_value=1, integer=True)
+    random_state = check_scalar(random_state, "random_state", min_value=0, integer=True)
+    generator = torch.Generator().manual_seed(random_state)
     return DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 

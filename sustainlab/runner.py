@@ -14,6 +14,18 @@ from pathlib import Path
 
 from .utils import PROGRESS_ENV, progress
 
+__all__ = [
+    "DEFAULT_BUDGET_S",
+    "DEFAULT_BUDGET_MB",
+    "KERNEL_NAME",
+    "NotebookRun",
+    "quiet_environment",
+    "execute_notebook",
+    "course_notebooks",
+    "format_table",
+    "run_all",
+]
+
 DEFAULT_BUDGET_S = 90.0
 DEFAULT_BUDGET_MB = 2048.0
 #: The kernel of the interpreter running this code, so notebooks see the same environment as the runner.

@@ -16,6 +16,21 @@ from typing import Iterable, TypeVar
 
 import numpy as np
 
+from .validation import check_scalar
+
+__all__ = [
+    "PROGRESS_ENV",
+    "seed_everything",
+    "available_devices",
+    "pick_device",
+    "synchronize",
+    "Timer",
+    "progress_enabled",
+    "progress",
+    "check_shape",
+    "environment_report",
+]
+
 T = TypeVar("T")
 
 #: Environment variable that turns progress bars off. The project's own notebook runners (``sustainlab run-all``,
@@ -45,8 +60,10 @@ def seed_everything(seed: int = 0) -> int:
 
     Raises
     ------
+    TypeError
+        If ``seed`` is not an integer (``numbers.Integral``, not ``bool``: the package's one integer rule).
     ValueError
-        If ``seed`` is not a non-negative integer.
+        If ``seed`` is negative.
 
     Examples
     --------
@@ -56,9 +73,7 @@ def seed_everything(seed: int = 0) -> int:
     >>> bool((a == b).all())
     True
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    seed = int(seed)
+    seed = check_scalar(seed, "seed", min_value=0, integer=True)
     import torch
 
     # cuBLAS needs this set before its first use to be deterministic.

@@ -1,7 +1,9 @@
 """Tests for sustainlab.attention: parity with torch's SDPA and MultiheadAttention, the cost model, bad input."""
 
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,9 +79,11 @@ def test_naive_and_chunked_match_torch_sdpa(shape, mask_name):
     ours = scaled_dot_product_attention(q, k, v, **kwargs)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
     for chunk, query_chunk in ((1, None), (3, None), (64, None), (3, 2), (2, 5)):
-        chunked = chunked_attention(q, k, v, chunk, kwargs.get("is_causal", False), attn_mask=kwargs.get("attn_mask"),
-                                    scale=kwargs.get("scale"), query_chunk_size=query_chunk)
+        chunked = chunked_attention(q, k, v, **kwargs, chunk_size=chunk, query_chunk_size=query_chunk)
         torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-5)
+    # Positionally too, in SDPA's order (attn_mask, is_causal, scale), with the default tiling.
+    positional = (kwargs.get("attn_mask"), kwargs.get("is_causal", False), kwargs.get("scale"))
+    torch.testing.assert_close(chunked_attention(q, k, v, *positional), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_weights_are_a_distribution_and_give_the_output():
@@ -102,7 +106,7 @@ def test_fully_masked_rows_give_zeros_like_torch():
         assert torch.isfinite(out).all()
         assert (out[..., 2, :] == 0).all() and (w[..., 2, :] == 0).all()
         torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=m), atol=1e-5, rtol=1e-5)
-        chunked = chunked_attention(q, k, v, 2, attn_mask=m, query_chunk_size=2)
+        chunked = chunked_attention(q, k, v, m, chunk_size=2, query_chunk_size=2)
         assert torch.isfinite(chunked).all() and (chunked[..., 2, :] == 0).all()
         torch.testing.assert_close(chunked, out, atol=1e-5, rtol=1e-5)
 
@@ -113,8 +117,8 @@ def test_gradients_match_torch():
     grads = []
     for fn in (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                lambda: scaled_dot_product_attention(q, k, v, is_causal=True),
-               lambda: chunked_attention(q, k, v, 3, is_causal=True),
-               lambda: chunked_attention(q, k, v, 3, is_causal=True, query_chunk_size=2)):
+               lambda: chunked_attention(q, k, v, is_causal=True, chunk_size=3),
+               lambda: chunked_attention(q, k, v, is_causal=True, chunk_size=3, query_chunk_size=2)):
         out = fn()
         grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
     for ours in grads[1:]:
@@ -127,7 +131,7 @@ def test_bf16_is_close_and_keeps_dtype():
     q, k, v = _qkv((1, 2, 64, 32), (1, 2, 64))
     ref = F.scaled_dot_product_attention(q, k, v)
     qb, kb, vb = (t.bfloat16() for t in (q, k, v))
-    for out in (scaled_dot_product_attention(qb, kb, vb), chunked_attention(qb, kb, vb, 16)):
+    for out in (scaled_dot_product_attention(qb, kb, vb), chunked_attention(qb, kb, vb, chunk_size=16)):
         assert out.dtype == torch.bfloat16
         assert (out.float() - ref).abs().max() < 0.05
 
@@ -207,6 +211,10 @@ def test_tiny_transformer_backends_agree_and_maps_have_shape():
     assert len(maps) == 2 and maps[0].shape == (5, 2, 8, 8)
     torch.testing.assert_close(maps[0].sum(-1), torch.ones(5, 2, 8))
     assert sequence_loss(ref, targets).item() > 0
+    # The smallest vocabulary (two tokens) and length one are valid; one token is not.
+    assert TinyTransformer(2, 1)(torch.zeros(3, 1, dtype=torch.long)).shape == (3, 1, 2)
+    with pytest.raises(ValueError, match="vocab_size must be >= 2"):
+        TinyTransformer(1, 4)
 
 
 @pytest.mark.slow
@@ -215,8 +223,8 @@ def test_tiny_transformer_learns_to_reverse():
     from sustainlab.optim import train
 
     torch.manual_seed(0)
-    tokens, targets = reversal_data(1536, 8, 10, seed=0)
-    test_tokens, test_targets = reversal_data(512, 8, 10, seed=1)
+    tokens, targets = reversal_data(1536, 8, 10, random_state=0)
+    test_tokens, test_targets = reversal_data(512, 8, 10, random_state=1)
     model = TinyTransformer(10, 8, d_model=32, num_heads=1, num_layers=1, d_ff=64)
     batches = list(zip(tokens.split(64), targets.split(64)))
     train(model, batches, torch.optim.Adam(model.parameters(), lr=1e-2), epochs=4, loss_fn=sequence_loss,
@@ -228,9 +236,9 @@ def test_tiny_transformer_learns_to_reverse():
 
 
 def test_reversal_data_is_reversed_and_seeded():
-    tokens, targets = reversal_data(4, 6, 5, seed=2)
+    tokens, targets = reversal_data(4, 6, 5, random_state=2)
     assert torch.equal(targets, tokens.flip(-1))
-    assert torch.equal(reversal_data(4, 6, 5, seed=2)[0], tokens)
+    assert torch.equal(reversal_data(4, 6, 5, random_state=2)[0], tokens)
     assert tokens.max() < 5
 
 
@@ -239,17 +247,43 @@ def test_peak_memory_sees_the_score_matrix_and_chunking_shrinks_it():
     q, k, v = _qkv((1, 2, 512, 32), (1, 2, 512))
     scores = attention_memory_bytes(1, 2, 512, 512)
     naive = peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cpu")
-    chunked = peak_memory_bytes(lambda: chunked_attention(q, k, v, 64), device="cpu")
-    tiled = peak_memory_bytes(lambda: chunked_attention(q, k, v, 64, query_chunk_size=64), device="cpu")
+    chunked = peak_memory_bytes(lambda: chunked_attention(q, k, v, chunk_size=64, query_chunk_size=512), device="cpu")
+    tiled = peak_memory_bytes(lambda: chunked_attention(q, k, v, chunk_size=64, query_chunk_size=64), device="cpu")
     assert naive >= 2 * scores  # scores and weights coexist
     assert chunked * 4 <= naive
     assert tiled <= chunked
 
 
-def test_time_attention_and_kernel_report():
-    q, k, v = _qkv((1, 2, 16, 8), (1, 2, 16))
-    assert time_attention(lambda: scaled_dot_product_attention(q, k, v), repeats=2, warmup=0) >= 0
-    assert sdpa_kernel_used(q, k, v) in ("flash", "efficient", "cudnn", "math")
+def test_time_attention_measures_the_call():
+    """Does time_attention run warm-up plus timed calls, and report at least the time the call takes?"""
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    median = time_attention(slow, repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert 0.02 <= median < 5
+    assert 0.02 <= time_attention(slow, repeats=2, warmup=0, reduce="min") <= time_attention(slow, repeats=1) + 1
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        time_attention(slow, reduce="mean")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch explains why flash refuses 3-D inputs
+def test_sdpa_kernel_report_matches_what_torch_accepts():
+    """On the CPU torch's fused ("flash") kernel takes 4-D inputs and falls back to "math" for 3-D ones."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q4, k4, v4 = _qkv((1, 2, 16, 8), (1, 2, 16), d_v=8)
+    q3, k3, v3 = (t[0] for t in (q4, k4, v4))
+    assert sdpa_kernel_used(q4, k4, v4) == "flash"
+    assert sdpa_kernel_used(q4, k4, v4, is_causal=True) == "flash"
+    assert sdpa_kernel_used(q3, k3, v3) == "math"
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # the oracle: torch runs 4-D inputs with flash alone ...
+        F.scaled_dot_product_attention(q4, k4, v4)
+    with pytest.raises(RuntimeError), sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # ... and refuses 3-D ones
+        F.scaled_dot_product_attention(q3, k3, v3)
 
 
 @pytest.mark.gpu
@@ -259,9 +293,11 @@ def test_cuda_matches_cpu_and_reports_kernel():
     q, k, v = (t.cuda() for t in _qkv((2, 4, 128, 64), (2, 4, 128)))
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(scaled_dot_product_attention(q, k, v, is_causal=True), expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(chunked_attention(q, k, v, 32, is_causal=True), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked_attention(q, k, v, is_causal=True, chunk_size=32), expected, atol=1e-4,
+                               rtol=1e-4)
     qh, kh, vh = (t.half() for t in (q, k, v))
-    assert (chunked_attention(qh, kh, vh, 32).float() - F.scaled_dot_product_attention(q, k, v)).abs().max() < 1e-2
+    half = chunked_attention(qh, kh, vh, chunk_size=32).float()
+    assert (half - F.scaled_dot_product_attention(q, k, v)).abs().max() < 1e-2
     assert sdpa_kernel_used(qh, kh, vh) in ("flash", "efficient", "cudnn", "math")
     assert peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v), device="cuda") > 0
 
@@ -292,15 +328,93 @@ def test_bad_input_raises_clear_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         scaled_dot_product_attention(**args)
     with pytest.raises(error, match=message):
-        chunked_attention(args.pop("q"), args.pop("k"), args.pop("v"), 2, **args)
+        chunked_attention(args.pop("q"), args.pop("k"), args.pop("v"), chunk_size=2, **args)
 
 
-@pytest.mark.parametrize("chunk, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)])
-def test_bad_chunk_size(chunk, error):
-    with pytest.raises(error, match="chunk_size must be a positive integer"):
-        chunked_attention(Q, K, V, chunk)
-    with pytest.raises(error, match="query_chunk_size must be a positive integer"):
-        chunked_attention(Q, K, V, 2, query_chunk_size=chunk)
+@pytest.mark.parametrize("chunk, error, message", [(0, ValueError, "must be >= 1"), (-3, ValueError, "must be >= 1"),
+                                                    (2.5, TypeError, "must be an integer"),
+                                                    (2.0, TypeError, "must be an integer"),
+                                                    (True, TypeError, "must be an integer")])
+def test_bad_chunk_size(chunk, error, message):
+    with pytest.raises(error, match=f"^chunk_size {message}"):
+        chunked_attention(Q, K, V, chunk_size=chunk)
+    with pytest.raises(error, match=f"^query_chunk_size {message}"):
+        chunked_attention(Q, K, V, chunk_size=2, query_chunk_size=chunk)
+    with pytest.raises(error, match=f"^chunk_size {message}"):
+        MultiHeadAttention(8, 2, chunk_size=chunk)
+
+
+def test_one_integer_rule_for_chunk_sizes():
+    """numpy integers are integers for chunked_attention as for MultiHeadAttention (numbers.Integral, not bool)."""
+    expected = scaled_dot_product_attention(Q, K, V)
+    out = chunked_attention(Q, K, V, chunk_size=np.int64(2), query_chunk_size=np.int32(3))
+    torch.testing.assert_close(out, expected)
+    assert MultiHeadAttention(8, 2, backend="chunked", chunk_size=np.int64(2)).chunk_size == 2
+
+
+def test_mask_is_the_fourth_argument_as_in_sdpa():
+    """chunked_attention(q, k, v, mask) means what F.scaled_dot_product_attention(q, k, v, mask) means."""
+    q, k, v = _qkv((2, 3, 6, 8), (2, 3, 6))
+    mask = _masks(q, k)["bool"]["attn_mask"]
+    expected = F.scaled_dot_product_attention(q, k, v, mask)
+    torch.testing.assert_close(chunked_attention(q, k, v, mask), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked_attention(q, k, v, mask, False, None, chunk_size=2), expected, atol=1e-5,
+                               rtol=1e-5)
+    with pytest.raises(TypeError, match="is_causal must be True or False, got Tensor"):
+        chunked_attention(q, k, v, mask, mask)
+    with pytest.raises(TypeError, match="is_causal must be True or False"):
+        scaled_dot_product_attention(q, k, v, None, mask)
+
+
+def test_old_positional_chunk_size_still_works_with_a_deprecation_warning():
+    """An integer in the mask's place is the old positional chunk_size (notebooks written before the change)."""
+    q, k, v = _qkv((1, 2, 7, 8), (1, 2, 7))
+    with pytest.warns(DeprecationWarning, match="chunk_size=... by keyword"):
+        old = chunked_attention(q, k, v, 3, is_causal=True)
+    torch.testing.assert_close(old, chunked_attention(q, k, v, is_causal=True, chunk_size=3))
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        chunked_attention(q, k, v, 0)
+
+
+def test_default_tiles_the_queries_and_keeps_memory_per_block():
+    """Does the default walk over query blocks: its peak is an explicit tiling's, well below all queries at once?"""
+    q, k, v = _qkv((1, 2, 2048, 16), (1, 2, 2048), d_v=16)
+    with torch.no_grad():
+        default = peak_memory_bytes(lambda: chunked_attention(q, k, v), device="cpu")
+        all_queries = peak_memory_bytes(lambda: chunked_attention(q, k, v, query_chunk_size=2048), device="cpu")
+        tiled = peak_memory_bytes(lambda: chunked_attention(q, k, v, query_chunk_size=256), device="cpu")
+        torch.testing.assert_close(chunked_attention(q, k, v), F.scaled_dot_product_attention(q, k, v),
+                                   atol=1e-5, rtol=1e-5)
+    block = attention_memory_bytes(1, 2, 2048, 2048, chunk_size=512)  # all queries against one key block
+    assert all_queries >= block
+    assert default <= tiled * 1.1 + 2**16
+    assert default * 2 < all_queries
+
+
+def test_sequence_accuracy_restores_the_training_mode():
+    """sequence_accuracy evaluates in eval mode and leaves the model in the mode it found it in, as train does."""
+    torch.manual_seed(0)
+    model = TinyTransformer(10, 6, d_model=8, num_heads=2)
+    tokens, targets = reversal_data(8, 6, 10)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    for training in (True, False):
+        model.train(training)
+        token_acc, seq_acc = sequence_accuracy(model, tokens, targets, batch_size=3)
+        assert model.training is training
+        assert set(seen) == {False}
+        hit = model(tokens).argmax(-1) == targets
+        assert token_acc == pytest.approx(hit.float().mean().item())
+        assert seq_acc == pytest.approx(hit.all(-1).float().mean().item())
+        seen.clear()
+
+
+def test_reversal_data_random_state_and_deprecated_seed():
+    tokens, _ = reversal_data(4, 6, 5, random_state=2)
+    with pytest.warns(DeprecationWarning, match="random_state"):
+        old, _ = reversal_data(4, 6, 5, seed=2)
+    assert torch.equal(old, tokens)
+    assert not torch.equal(reversal_data(4, 6, 5, random_state=3)[0], tokens)
 
 
 @pytest.mark.parametrize(

@@ -148,18 +148,26 @@ def test_undefined_tpr_warns_and_reports_zero_like_fairlearn():
 
 
 def test_undefined_tpr_as_nan_is_left_out_of_the_disparity():
-    """zero_division=nan shows NaN in the table and leaves that group out of the gap (no warning)."""
+    """zero_division=nan shows NaN in the table and leaves that group out; one group left gives NaN, with a warning."""
     y_true, y_pred, groups = _group_without_positives()
+    with pytest.warns(sf.UndefinedRateWarning, match="true-positive rate is defined for only one group"):
+        gap = sf.equal_opportunity_difference(y_true, y_pred, sensitive_features=groups, zero_division=np.nan)
+    assert np.isnan(gap)  # only group a is defined: nothing to compare it with (not 0.0, which reads as parity)
+    fpr_gap = abs(1 / 1 - 1 / 4)  # FPR: a has 1/1, b has 1/4; the TPR gap is undefined
+    for agg in ("worst_case", "mean"):  # both skip the undefined TPR gap, as fairlearn's max and (pandas) mean do
+        with pytest.warns(sf.UndefinedRateWarning, match="only one group"):
+            eo = sf.equalized_odds_difference(y_true, y_pred, sensitive_features=groups, zero_division=np.nan,
+                                              agg=agg)
+        assert eo == pytest.approx(fpr_gap)
+        with pytest.warns(sf.UndefinedRateWarning, match="only one group"):
+            ratio = sf.equalized_odds_ratio(y_true, y_pred, sensitive_features=groups, zero_division=np.nan, agg=agg)
+        assert ratio == pytest.approx(0.25)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gap = sf.equal_opportunity_difference(y_true, y_pred, sensitive_features=groups, zero_division=np.nan)
-        eo = sf.equalized_odds_difference(y_true, y_pred, sensitive_features=groups, zero_division=np.nan)
         table = sf.group_metrics(
             {"tpr": lambda t, p: sf.true_positive_rate(t, p, zero_division=np.nan)}, y_true, y_pred,
             sensitive_features=groups,
         )
-    assert gap == 0.0  # only group a is defined
-    assert eo == pytest.approx(abs(1 / 1 - 1 / 4))  # FPR gap: a has 1/1, b has 1/4; TPR gap undefined
     assert np.isnan(table.loc["b", "tpr"]) and table.loc["a", "tpr"] == 0.5
 
 
@@ -237,14 +245,32 @@ def test_inputs_are_not_mutated():
 
 # --- Reports and plots ---------------------------------------------------------------------------------------------
 
-def test_compare_predictions_rows_match_individual_functions():
-    """Each row of the comparison table equals the standalone functions."""
+def test_compare_predictions_rows_match_the_reference_libraries():
+    """Every column of every row equals scikit-learn's or fairlearn's own function on that model's predictions."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
     y_true, y_pred, race, *_ = _random_data(8)
-    table = sf.compare_predictions(y_true, {"m1": y_pred, "m2": 1 - y_pred}, sensitive_features=race)
-    assert list(table.index) == ["m1", "m2"]
-    assert table.loc["m1", "accuracy"] == pytest.approx(np.mean(y_true == y_pred))
-    assert table.loc["m2", "eo_difference"] == pytest.approx(
-        fm.equalized_odds_difference(y_true, 1 - y_pred, sensitive_features=race), abs=1e-12)
+    # Three models with different error patterns, so that no column is the same for all of them.
+    rng = np.random.default_rng(1)
+    skewed = np.where((race == "a") & (rng.random(len(y_true)) < 0.4), 1, y_pred)
+    predictions = {"m1": y_pred, "m2": 1 - y_pred, "skewed": skewed}
+    table = sf.compare_predictions(y_true, predictions, sensitive_features=race)
+    assert list(table.index) == ["m1", "m2", "skewed"]
+    reference = {
+        "accuracy": accuracy_score,
+        "balanced_accuracy": balanced_accuracy_score,
+        "selection_rate": fm.selection_rate,
+        "dp_difference": lambda t, p: fm.demographic_parity_difference(t, p, sensitive_features=race),
+        "eo_difference": lambda t, p: fm.equalized_odds_difference(t, p, sensitive_features=race),
+        "tpr_gap": lambda t, p: fm.equal_opportunity_difference(t, p, sensitive_features=race),
+    }
+    assert list(table.columns) == list(reference)
+    for name, y_hat in predictions.items():
+        for column, metric in reference.items():
+            assert table.loc[name, column] == pytest.approx(metric(y_true, y_hat), abs=1e-12), (name, column)
+    # The disparity columns measure different things here (a swapped column would show).
+    assert table.loc["skewed", ["dp_difference", "eo_difference", "tpr_gap"]].nunique() == 3
+    assert table["balanced_accuracy"].nunique() == 3
 
 
 def test_plots_draw_labelled_axes():

@@ -324,6 +324,34 @@ def test_compare_rebalancing_table(binary):
     assert table.loc["SMOTE", "minority_recall"] >= table.loc["none", "minority_recall"]
 
 
+
+def test_compare_rebalancing_times_only_the_cross_validation(binary):
+    """cv_time_s covers the work energy_kwh covers (cross_validate), not the extra resampling behind train_rows."""
+    import time
+
+    from imblearn import FunctionSampler
+    from imblearn.pipeline import make_pipeline
+
+    pause = 0.15
+    calls = []  # (start, end) of every resampling
+
+    def slow_identity(X, y):
+        start = time.perf_counter()
+        time.sleep(pause)
+        calls.append((start, time.perf_counter()))
+        return X, y
+
+    X, y = binary
+    before = time.perf_counter()
+    table = compare_rebalancing({"slow": make_pipeline(FunctionSampler(func=slow_identity, validate=False),
+                                                       LogisticRegression())}, X, y, cv=2)
+    assert len(calls) == 4  # two folds fitted by cross_validate, then two more to count the rows
+    cv_time = table.loc["slow", "cv_time_s"]
+    assert cv_time >= 2 * pause  # the two folds' resampling is in it ...
+    # ... and the clock stopped before the counting resamples began (a clock that also covered them would read at
+    # least their two pauses more than the time from the start of the call to the first of them).
+    assert cv_time <= calls[2][0] - before
+
 def test_imbalance_report_majority_baseline():
     """Does a majority-class predictor get high accuracy but chance balanced accuracy and zero minority recall?"""
     y_true = np.array([0] * 95 + [1] * 5)

@@ -249,7 +249,6 @@ def test_check_gradient_catches_wrong_gradients_and_works_on_torch():
         (lambda: optim.check_gradient(lambda x: np.log(x).sum(), lambda x: 1 / x, -np.ones(2)), ValueError, "NaN"),
         (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5)), ValueError,
          r"theta must have shape \(2,\)"),
-        (lambda: optim.logistic_grad(np.ones(3), np.ones((5, 2)), np.ones(5), fit_intercept=True) + 0, None, None),
         (lambda: optim.least_squares_grad(np.ones(2), np.ones((5, 2)), np.ones(4)), ValueError,
          r"y must have shape \(5,\)"),
         (lambda: optim.least_squares_grad(np.ones(2), np.ones(5), np.ones(5)), ValueError, "X must be a 2-D array"),
@@ -257,11 +256,19 @@ def test_check_gradient_catches_wrong_gradients_and_works_on_torch():
 )
 @pytest.mark.filterwarnings("ignore:invalid value encountered in log:RuntimeWarning")
 def test_gradient_helpers_reject_bad_input(call, error, message):
-    if error is None:
-        call()  # the valid counterpart of the row above
-        return
     with pytest.raises(error, match=message):
         call()
+
+
+def test_intercept_adds_one_parameter_to_the_gradient():
+    """The valid counterpart of the shape error above: with fit_intercept, theta has one entry per column plus one."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(5, 2)), np.array([0, 1, 1, 0, 1])
+    theta = np.array([0.3, -0.2, 0.1])
+    grad = optim.logistic_grad(theta, X, y, fit_intercept=True)
+    assert grad.shape == (3,)
+    f = lambda t: optim.logistic_loss(t, X, y, fit_intercept=True)  # noqa: E731
+    assert optim.check_gradient(f, lambda t: optim.logistic_grad(t, X, y, fit_intercept=True), theta) < 1e-7
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -301,6 +308,9 @@ def test_gradient_descent_callback_can_stop_and_divergence_is_reported():
         ({"lr": "0.1"}, TypeError, "lr must be a number"),
         ({"n_steps": -1}, ValueError, "n_steps must be >= 0"),
         ({"n_steps": 2.5}, TypeError, "n_steps must be an integer"),
+        # Not "cannot convert float infinity to integer": the error names the parameter.
+        ({"n_steps": float("inf")}, TypeError, "n_steps must be an integer, got float inf"),
+        ({"n_steps": float("nan")}, TypeError, "n_steps must be an integer, got float nan"),
         ({"grad_fn": lambda t: np.ones(3)}, ValueError, r"grad_fn returned shape \(3,\) but theta has shape \(2,\)"),
         ({"theta0": np.array([np.nan, 0.0])}, ValueError, "theta0 contains NaN"),
         ({"callback": 3}, TypeError, "callback must be callable"),
@@ -311,6 +321,11 @@ def test_gradient_descent_rejects_bad_input(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         optim.gradient_descent(**args)
+
+
+def test_gradient_descent_takes_numpy_integer_steps():
+    path = optim.gradient_descent(lambda t: 2 * t, np.ones(2), lr=0.1, n_steps=np.int64(3))
+    assert path.shape == (4, 2)
 
 
 def test_steps_to_target():
@@ -646,3 +661,25 @@ def test_a_run_that_fails_leaves_its_bar_short_of_the_total(progress_bars):
     (bar,) = progress_bars
     n, total, closed = _bar_state(bar)
     assert closed and total == 20 and n < total
+def test_make_mlp_uses_a_local_generator():
+    """make_mlp is seeded by random_state alone and leaves the global torch RNG untouched, like the other factories."""
+    state = torch.get_rng_state()
+    a, b, c = optim.make_mlp((8,), random_state=3), optim.make_mlp((8,), random_state=3), optim.make_mlp((8,))
+    assert torch.equal(torch.get_rng_state(), state)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(a[0].weight, c[0].weight)
+    # nn.Linear's default initialisation: uniform in ±1/sqrt(fan_in) for weights and biases.
+    assert a[0].weight.abs().max() <= 1 / 8 and a[0].weight.abs().max() > 0.9 / 8
+    assert a[2].weight.abs().max() <= 1 / math.sqrt(8)
+    with pytest.raises(TypeError, match="random_state must be an integer"):
+        optim.make_mlp((8,), random_state=1.5)
+
+
+def test_make_loader_shuffles_by_random_state():
+    X, y = torch.arange(20.0).reshape(10, 2), torch.arange(10)
+    first = [b[1].tolist() for b in optim.make_loader(X, y, 4, random_state=1)]
+    assert first == [b[1].tolist() for b in optim.make_loader(X, y, 4, random_state=1)]
+    assert first != [b[1].tolist() for b in optim.make_loader(X, y, 4, random_state=2)]
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        optim.make_loader(X, y, 4.0)

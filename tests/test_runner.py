@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from sustainlab.chapters import CHAPTERS
 from sustainlab.cli import main
 from sustainlab.runner import course_notebooks, execute_notebook
 
@@ -53,7 +54,7 @@ def test_unreadable_notebook_is_a_clear_error(tmp_path):
 def test_course_notebooks_in_chapter_order():
     names = [p.name for p in course_notebooks(ROOT)]
     assert names[0] == "00_welcome.ipynb"
-    assert names == sorted(names)
+    assert names == [Path(chapter.notebook).name for chapter in CHAPTERS]
 
 
 TCP_WARNING = "Kernel is running over TCP without encryption"
@@ -68,3 +69,18 @@ def test_run_all_kernels_start_without_the_tcp_warning(tmp_path, capfd):
     assert nbformat.read(path, as_version=4).cells[0].outputs[0]["text"] == "ipc\n"
     captured = capfd.readouterr()
     assert TCP_WARNING not in captured.err + captured.out
+
+
+def test_course_notebooks_follow_the_chapter_table_not_the_file_names(tmp_path, monkeypatch):
+    """The table decides the order (here reversed), missing chapters are skipped, unlisted notebooks come last."""
+    import sustainlab.chapters
+
+    (tmp_path / "notebooks").mkdir()
+    table = tuple(reversed(CHAPTERS))
+    for chapter in table[1:]:  # the first chapter of the reversed table has no notebook here
+        _write(tmp_path / chapter.notebook, "pass")
+    for extra in ("zz_extra.ipynb", "aa_extra.ipynb"):
+        _write(tmp_path / "notebooks" / extra, "pass")
+    monkeypatch.setattr(sustainlab.chapters, "CHAPTERS", table)
+    names = [p.name for p in course_notebooks(tmp_path)]
+    assert names == [Path(c.notebook).name for c in table[1:]] + ["aa_extra.ipynb", "zz_extra.ipynb"]

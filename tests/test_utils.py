@@ -34,10 +34,20 @@ def test_seed_everything_different_seeds_differ():
     assert not torch.equal(a, torch.rand(5))
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "0", None, True])
-def test_seed_everything_rejects_bad_seeds(bad):
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+@pytest.mark.parametrize("bad, error, message", [(-1, ValueError, "seed must be >= 0"),
+                                                (1.5, TypeError, "seed must be an integer"),
+                                                (2.0, TypeError, "seed must be an integer"),
+                                                ("0", TypeError, "seed must be an integer"),
+                                                (None, TypeError, "seed must be an integer"),
+                                                (True, TypeError, "seed must be an integer")])
+def test_seed_everything_rejects_bad_seeds(bad, error, message):
+    """The package's one integer rule (numbers.Integral, not bool), with its messages."""
+    with pytest.raises(error, match=message):
         seed_everything(bad)
+
+
+def test_seed_everything_accepts_numpy_integers():
+    assert seed_everything(np.int64(3)) == 3
 
 
 def test_pick_device_cpu_and_default(monkeypatch):

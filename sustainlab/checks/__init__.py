@@ -9,7 +9,8 @@ In grading (``SUSTAINLAB_EVIDENCE_DIR`` set by ``sustainlab grade``) the same ca
 evidence; the grader decides (see :mod:`sustainlab.checks._core`).
 
 Each chapter declares its exercises in its own file here as a module-level ``EXERCISES`` tuple; the registry below
-lists those files explicitly (no import-time discovery) and rejects duplicate ids.
+reads the files that ``sustainlab.chapters.CHAPTERS`` names (``Chapter.checks``: the chapter's module, or its slug
+for the welcome chapter), in course order, with no import-time discovery, and rejects duplicate ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from functools import lru_cache
 from importlib import import_module
 import os
 from typing import Any
+
+from ..chapters import CHAPTERS
 
 from ._core import (
     EVIDENCE_ENV,
@@ -42,6 +45,7 @@ from ._core import (
 )
 
 __all__ = [
+    "CHAPTER_CHECK_MODULES",
     "check",
     "report",
     "registry",
@@ -62,8 +66,8 @@ __all__ = [
     "FAIL_MARK",
 ]
 
-#: The chapter files that declare exercises, in course order.
-CHAPTER_CHECK_MODULES = ("welcome", "optim", "attention", "imbalance", "fairness", "energy", "privacy")
+#: The chapter files that declare exercises, in course order: derived from the one chapter table.
+CHAPTER_CHECK_MODULES = tuple(chapter.checks for chapter in CHAPTERS)
 
 
 @lru_cache(maxsize=1)

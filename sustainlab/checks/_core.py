@@ -42,6 +42,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+__all__ = [
+    "PASS_MARK",
+    "FAIL_MARK",
+    "CheckFailed",
+    "Exercise",
+    "passed_line",
+    "failed_line",
+    "report",
+    "expect",
+    "expect_close",
+    "run_check",
+    "is_finite_number",
+]
+
 PASS_MARK = "✔"
 FAIL_MARK = "✘"
 #: Grading sets these in the kernel's environment: where to write evidence, and the probes' seed.

@@ -6,6 +6,8 @@ import math
 
 from ._core import Exercise, compare_close, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 
 def _rand(*shape, seed=0, scale=1.0):
     import torch

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ._core import CheckFailed, Exercise, compare_close, expect, expect_close, is_finite_number
 
+__all__ = ["EXERCISES"]
+
 
 # energy-1: a training run's footprint from its inputs -------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 
 def _cases():
     """Small data sets the learner has not seen: (y_true, y_pred, groups) with unequal group sizes."""

@@ -14,6 +14,8 @@ import numpy as np
 
 from ._core import Exercise, compare_close, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 # --- smote-1: interpolation ------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 
 def _expect_function(answer, exercise_id: str, name: str) -> None:
     expect(callable(answer), f'pass your function itself, e.g. check("{exercise_id}", {name}), not its result.')

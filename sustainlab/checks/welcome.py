@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ._core import Exercise, compare_close, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 
 def _check_kwh(kwh) -> None:
     expect(callable(kwh), "pass your function itself, e.g. check(\"wel-1\", kwh), not its result.")
