@@ -47,7 +47,9 @@ def row_dict(row) -> dict:
     missing = [name for name in GRADEBOOK_HEADER if name not in data]
     if missing:
         raise ValueError(f"a gradebook row lacks the column(s) {', '.join(missing)}: {row!r}")
-    data["points"] = _number(data["points"], "points")
+    # A written answer not yet scored by a person (status "manual") has no points yet: empty, not zero.
+    unscored = data["status"] == "manual" and data["points"] in (None, "")
+    data["points"] = None if unscored else _number(data["points"], "points")
     data["max_points"] = _number(data["max_points"], "max_points")
     return data
 
@@ -199,7 +201,7 @@ def mark_late(rows: Iterable, late_hours: Mapping[tuple[str, str], float], penal
         if chosen is None or row["student"] in chosen:
             hours = late_hours.get((row["student"], row["notebook"]))
             row[LATE_COLUMN] = "" if hours is None else f"{max(hours, 0.05):.1f}"
-            if hours is not None and penalty:
+            if hours is not None and penalty and row["points"] is not None:
                 points = round(row["points"] * (1 - penalty), 2)
                 row["points"] = int(points) if float(points).is_integer() else points
         else:
@@ -267,10 +269,11 @@ def report_path_for(gradebook: str | Path) -> Path:
 
 
 def check_pass_rates(rows: Iterable) -> list[tuple[str, str, int, int]]:
-    """``(notebook, check, passed, graded)`` per check, in gradebook order (rows without a check are skipped)."""
+    """``(notebook, check, passed, graded)`` per check, in gradebook order (rows without a check, and written answers,
+    which people score rather than pass, are skipped)."""
     counts: dict[tuple[str, str], list[int]] = {}
     for row in map(row_dict, rows):
-        if row["check"]:
+        if row["check"] and row["status"] != "manual":
             count = counts.setdefault((row["notebook"], row["check"]), [0, 0])
             count[0] += row["status"] == "passed"
             count[1] += 1
