@@ -70,7 +70,7 @@ def theirs(model, batches, noise: float = SIGMA):
 
 
 def _same_noise_free_step(hidden: int, batch, device) -> bool:
-    a, b = make_mlp((hidden,), seed=0).to(device), make_mlp((hidden,), seed=0).to(device)
+    a, b = make_mlp((hidden,), random_state=0).to(device), make_mlp((hidden,), random_state=0).to(device)
     ours(a, [batch], noise=0.0)()
     theirs(b, [batch], noise=0.0)()
     return all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
             if not _same_noise_free_step(hidden, batches[0], device):
                 raise AssertionError(f"sustainlab and Opacus disagree on a noise-free step (hidden={hidden}, "
                                      f"batch={batch})")
-            model = make_mlp((hidden,), seed=0).to(device)
+            model = make_mlp((hidden,), random_state=0).to(device)
             configs = {"opacus": theirs(copy.deepcopy(model), batches), "sustainlab": ours(copy.deepcopy(model),
                                                                                           batches)}
             comparison = compare_interleaved(configs, repeats=args.repeats, reference="opacus", energy=False)

@@ -1344,7 +1344,7 @@ class LeverData:
         """scikit-learn's 8×8 digits (offline): chapter 1's train/test split, then a stratified validation split."""
         from .datasets import load_digits_tensors
 
-        X_train, y_train, X_test, y_test = load_digits_tensors(seed=random_state)
+        X_train, y_train, X_test, y_test = load_digits_tensors(random_state=random_state)
         X_fit, y_fit, X_val, y_val = split_validation(X_train, y_train, fraction=validation_fraction,
                                                       random_state=random_state)
         return cls(X_fit, y_fit, X_val, y_val, X_test, y_test)
@@ -1415,9 +1415,9 @@ def training_config(
 
     def run() -> LeverRun:
         seed = next(calls)
-        model = copy.deepcopy(init) if init is not None else make_mlp(tuple(hidden), seed=seed)
+        model = copy.deepcopy(init) if init is not None else make_mlp(tuple(hidden), random_state=seed)
         return train_to_target(
-            model, make_loader(data.X_fit, y, batch_size, seed=seed), val, data.sealed_test(), lr=lr,
+            model, make_loader(data.X_fit, y, batch_size, random_state=seed), val, data.sealed_test(), lr=lr,
             target_accuracy=target_accuracy, eval_every=eval_every, max_steps=max_steps, precision=precision,
             accumulation_steps=accumulation_steps, loss_fn=loss_fn, device=device, label=label,
         )

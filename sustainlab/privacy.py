@@ -1004,7 +1004,7 @@ def federated_averaging(model, clients: Sequence[tuple], *, rounds: int, local_e
         states, weights = [], []
         for i, (X, y) in enumerate(clients):
             local = copy.deepcopy(model)
-            loader = make_loader(X, y, batch_size, seed=seed + 1000 * round_ + i)
+            loader = make_loader(X, y, batch_size, random_state=seed + 1000 * round_ + i)
             train(local, loader, torch.optim.SGD(local.parameters(), lr=lr), local_epochs, device=device,
                   desc=f"round {round_ + 1}, client {i + 1}")
             states.append(local.state_dict())

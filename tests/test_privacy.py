@@ -27,7 +27,7 @@ def _toy(n=64, d=6, classes=3, seed=0):
 
 
 def _model(d=6, classes=3, seed=0):
-    return make_mlp((16,), n_in=d, n_out=classes, seed=seed)
+    return make_mlp((16,), n_in=d, n_out=classes, random_state=seed)
 
 
 def _opacus_per_sample(model, X, y):
@@ -97,7 +97,7 @@ def test_noise_free_update_equals_opacus():
 
 def test_noise_std_is_sigma_c_over_batch():
     """The noise on the averaged gradient: mean 0, standard deviation σ·C/B within sampling error."""
-    model = make_mlp((64,), n_in=32, n_out=10, seed=0)  # 2,762 parameters: 2,762 noise draws per step
+    model = make_mlp((64,), n_in=32, n_out=10, random_state=0)  # 2,762 parameters: 2,762 noise draws per step
     sigma, C, B = 1.3, 0.7, 25
     opt = sp.DPSGD(model.parameters(), lr=1.0, noise_multiplier=sigma, max_grad_norm=C, expected_batch_size=B,
                    generator=torch.Generator().manual_seed(0))
@@ -211,7 +211,7 @@ def test_fedavg_round_is_the_sample_weighted_mean_of_the_local_models():
     for i, (Xc, yc) in enumerate(clients):
         local = copy.deepcopy(start)
         opt = torch.optim.SGD(local.parameters(), lr=0.2)
-        for xb, yb in make_loader(Xc, yc, 10, seed=5 + i):
+        for xb, yb in make_loader(Xc, yc, 10, random_state=5 + i):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(local(xb), yb).backward()
             opt.step()
@@ -228,9 +228,9 @@ def test_iid_clients_reach_the_centralised_accuracy():
     from sustainlab.optim import train
 
     X, y, X_test, y_test = load_digits_tensors()
-    central = make_mlp((32,), seed=0)
-    train(central, make_loader(X, y, 32, seed=0), torch.optim.SGD(central.parameters(), lr=0.1), 8, device="cpu")
-    fed = make_mlp((32,), seed=0)
+    central = make_mlp((32,), random_state=0)
+    train(central, make_loader(X, y, 32, random_state=0), torch.optim.SGD(central.parameters(), lr=0.1), 8, device="cpu")
+    fed = make_mlp((32,), random_state=0)
     clients = [(X[i], y[i]) for i in sp.split_clients(y, 5, iid=True, seed=0)]
     history = sp.federated_averaging(fed, clients, rounds=8, local_epochs=3, lr=0.1, batch_size=32,
                                      eval_data=(X_test, y_test))
