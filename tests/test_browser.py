@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+import nbformat
+
 import pytest
 
 import browser_support as bs
@@ -192,5 +194,41 @@ def test_class_report_renders_offline(browser, deadline, artefacts):
         artefacts(f"class report rendered: figures {sizes}; screenshot {path.relative_to(bs.REPO_ROOT)}")
         fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
         assert not fetched, f"the class report fetched {fetched}"
+    finally:
+        page.close()
+
+
+def test_feedback_page_renders_offline_without_hidden_inputs(browser, deadline, artefacts):
+    """A student's feedback page (sustainlab grade --feedback) opens offline, verdicts at their cells, nothing hidden."""
+    from sustainlab.feedback import feedback_html
+    from sustainlab.grading import Row
+
+    instructor = bs.REPO_ROOT / "notebooks" / WELCOME
+    nb = nbformat.read(instructor, as_version=4)
+    secret = "HIDDEN-PROBE-INPUTS-7731"
+    hidden = nbformat.v4.new_code_cell(f"check('wel-1-hidden', kwh)  # {secret}",
+                                       metadata={"sustainlab": {"check": "wel-1-hidden", "points": 1, "hidden": True}})
+    nb.cells.append(hidden)
+    rows = [Row("Zoë", WELCOME, "wel-1", 0, 1, "failed", "1000 W for 1 hour should be exactly 1 kWh <script>x</script>"),
+            Row("Zoë", WELCOME, "wel-1-hidden", 0, 1, "failed", "")]
+    page_html = feedback_html(nbformat.writes(nb), rows)
+    assert secret not in page_html and "<script>x</script>" not in page_html
+    path = bs.ARTEFACTS / "feedback-00_welcome.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page_html, encoding="utf-8")
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(path.as_uri(), timeout=deadline.ms(30))
+        verdict = page.locator(".sustainlab-verdict").first
+        verdict.wait_for(timeout=deadline.ms(15))
+        assert "wel-1: failed" in verdict.inner_text() and "exactly 1 kWh" in verdict.inner_text()
+        assert "0 / 2 points" in page.locator("body").inner_text()
+        shot = bs.ARTEFACTS / "feedback-00_welcome.png"
+        page.screenshot(path=str(shot), full_page=False)
+        artefacts(f"feedback page rendered; screenshot {shot.relative_to(bs.REPO_ROOT)}")
+        fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
+        assert not fetched, f"the feedback page fetched {fetched}"
     finally:
         page.close()

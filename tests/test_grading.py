@@ -963,3 +963,32 @@ def test_written_answers_are_never_executed_and_manual_scores_merge(tmp_path):
     rows = list(csv.reader((tmp_path / "gb.csv").read_text().splitlines()))
     assert rows[1][:6] == ["ann", "70_essay.ipynb", "essay-1", "3", "4", "failed"]
     assert (tmp_path / "gb_totals.csv").read_text().splitlines()[1].startswith("ann,3,4,75.0")
+
+
+def test_feedback_page_loads_nothing_from_the_network():
+    """nbconvert's template loads require.js and MathJax from a CDN: the page handed back must work offline."""
+    import re
+
+    from sustainlab.feedback import feedback_html
+
+    rows = [grading.Row("Zoë", TINY, "gd-1", 0, 1, "failed", "move against the gradient")]
+    page = feedback_html(nbformat.writes(tiny_instructor()), rows)
+    assert "move against the gradient" in page
+    scripts = re.findall(r"<script\b[^>]*>.*?</script>", page, flags=re.S)
+    assert not [s for s in scripts if re.search(r"https?://", s)], "a script still loads from the network"
+    assert not re.search(r"<(?:link|img)\b[^>]*(?:href|src)=[\"']https?://", page)
+
+
+def test_feedback_page_renders_markdown_but_not_a_students_html():
+    """Headings and tables of the notebook render as HTML; a <script> or an HTML output the student planted does not."""
+    from sustainlab.feedback import feedback_html
+
+    nb = tiny_instructor()
+    nb.cells.append(nbformat.v4.new_markdown_cell("## My notes\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n<script>steal()</script>"))
+    planted = nbformat.v4.new_code_cell("x", execution_count=9, outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": "<img src=x onerror=steal()>", "text/plain": "<IPython.core.display.HTML>"})])
+    nb.cells.append(planted)
+    page = feedback_html(nbformat.writes(nb), [grading.Row("ann", TINY, "gd-1", 1, 1, "passed", "")])
+    assert '<h2 id="My-notes">' in page and "<td>1</td>" in page
+    assert "<script>steal()" not in page and "onerror=steal()" not in page
+    assert "&lt;script&gt;steal()" in page  # shown as text
