@@ -9,10 +9,14 @@ Each chapter's ideas live in one module, imported explicitly so that ``import su
 - ``sustainlab.attention``   chapter 2, attention and a tiny Transformer
 - ``sustainlab.imbalance``   chapter 3, SMOTE and evaluation under class imbalance
 - ``sustainlab.fairness``    chapter 4, group fairness metrics
-- ``sustainlab.energy``      chapter 5, measuring energy and carbon
+- ``sustainlab.energy``      chapter 5, measuring energy and carbon; ``sustainlab.ledger`` the learner's carbon ledger
+- ``sustainlab.privacy``     chapter 6, attacks and defences: encryption, k-anonymity, DP-SGD, federated averaging
 - ``sustainlab.datasets``    offline loaders for the course's datasets
 - ``sustainlab.chapters``    the table mapping chapter → notebook → module
-- ``sustainlab.figures``     readability checks for the figures the notebooks draw
+- ``sustainlab.figures``     readability checks for the figures the notebooks draw; ``sustainlab.prose`` the
+  numerals-in-prose scanner
+- ``sustainlab.notebook``, ``sustainlab.grading``, ``sustainlab.sandbox``, ``sustainlab.feedback``,
+  ``sustainlab.gradebook``, ``sustainlab.exercises``   release, grading and the learner's exercise copies
 """
 
 import os as _os
