@@ -17,6 +17,11 @@ import nbformat
 
 from .notebook import student_version
 
+__all__ = [
+    "ExercisesResult",
+    "write_exercises",
+]
+
 DEFAULT_SRC = "notebooks"
 DEFAULT_DEST = "exercises"
 

@@ -64,6 +64,10 @@ __all__ = [
     "ARRESTS_FEATURES",
     "ArrestsSplit",
     "split_arrests",
+    "bootstrap_group_metric",
+    "proxy_strength",
+    "impossibility_table",
+    "calibration_by_group",
 ]
 
 _METHODS = ("between_groups", "to_overall")

@@ -17,6 +17,12 @@ import nbformat
 
 from .notebook import check_id, is_hidden_check
 
+__all__ = [
+    "feedback_notebook",
+    "feedback_html",
+    "feedback_path",
+]
+
 _MARK = {"passed": "✔", "manual": "✎"}
 
 

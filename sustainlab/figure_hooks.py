@@ -19,6 +19,13 @@ import pytest
 
 from .figures import LOG_ENV
 
+__all__ = [
+    "pytest_configure",
+    "pytest_unconfigure",
+    "new_entries",
+    "pytest_runtest_makereport",
+]
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 _state = {"path": None, "offset": 0}

@@ -26,6 +26,24 @@ from .grading import (
     GRADEBOOK_HEADER, STATUSES, TOTALS_HEADER, _write_atomic, csv_bytes, student_totals, totals_path_for,
 )
 
+__all__ = [
+    "row_dict",
+    "read_gradebook",
+    "update_rows",
+    "write_gradebook",
+    "totals",
+    "parse_deadline",
+    "submission_times",
+    "lateness",
+    "mark_late",
+    "finish",
+    "report_path_for",
+    "check_pass_rates",
+    "needs_attention",
+    "class_report",
+    "write_report",
+]
+
 LATE_COLUMN = "late"
 #: Below this percentage a student is listed under "needs attention" in the class report.
 ATTENTION_PERCENT = 50.0

@@ -45,6 +45,7 @@ __all__ = [
     "Restored",
     "foreign_check_ids",
     "restore_checks",
+    "defined_names",
 ]
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"

@@ -24,6 +24,8 @@ __all__ = [
     "course_notebooks",
     "format_table",
     "run_all",
+    "quiet_variables",
+    "kernel_config",
 ]
 
 DEFAULT_BUDGET_S = 90.0

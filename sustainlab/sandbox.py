@@ -37,6 +37,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+__all__ = [
+    "Limits",
+    "Contained",
+    "inside",
+    "package_path",
+    "run_contained",
+    "become_subreaper",
+    "descendants",
+    "kill_new_descendants",
+    "read_capped",
+]
+
 MODES = ("bubblewrap", "namespaces", "processes")
 #: Where the scratch folder and the package copy appear inside the bubblewrap sandbox.
 SANDBOX_SCRATCH = "/scratch"

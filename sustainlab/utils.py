@@ -29,6 +29,7 @@ __all__ = [
     "progress",
     "check_shape",
     "environment_report",
+    "torch_build",
 ]
 
 T = TypeVar("T")

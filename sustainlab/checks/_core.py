@@ -54,6 +54,15 @@ __all__ = [
     "expect_close",
     "run_check",
     "is_finite_number",
+    "EvidenceError",
+    "Raised",
+    "compare_close",
+    "encode",
+    "decode",
+    "collect",
+    "Verdict",
+    "judge",
+    "write_evidence",
 ]
 
 PASS_MARK = "✔"

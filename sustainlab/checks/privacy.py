@@ -15,6 +15,8 @@ import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, expect, expect_close
 
+__all__ = ["EXERCISES"]
+
 # --- priv-1 (build): clip a batch of per-sample gradients ------------------------------------------------------------
 
 
