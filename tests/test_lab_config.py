@@ -8,6 +8,7 @@ pop-up) on a scratch copy of the repository layout.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -33,9 +34,11 @@ TCP_WARNING = "Kernel is running over TCP without encryption"
 
 def _lab_recipe() -> list[str]:
     """The commands `make lab` runs once the environment is installed (set-up treated as done: ``-o STAMP``)."""
+    # Under `make test` this runs as a sub-make: without the parent's variables it prints no "Entering directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        ["make", "-n", "-o", ".venv/.sustainlab-installed", "lab"], cwd=ROOT, capture_output=True, text=True,
-        check=True,
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.sustainlab-installed", "lab"], cwd=ROOT,
+        capture_output=True, text=True, check=True, env=env,
     )
     return [line.strip() for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
 
