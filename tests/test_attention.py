@@ -24,6 +24,7 @@ from sustainlab.attention import (
     sequence_loss,
     time_attention,
 )
+from sustainlab import attention as att
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -433,3 +434,43 @@ def test_reversal_data_random_state_and_deprecated_seed():
 def test_bad_module_and_cost_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# attention: dense against attention-score FLOPs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_dense_flops_count_the_weights_of_a_real_block():
+    d_model, d_ff = 32, 96
+    block = att.TransformerBlock(d_model, num_heads=4, d_ff=d_ff)
+    weights = sum(m.weight.numel() for m in block.modules() if isinstance(m, torch.nn.Linear))
+    assert att.block_flops_per_token(d_model, 10, d_ff=d_ff)["dense"] == 2 * weights
+
+
+def test_attention_flops_per_token_match_attention_flops():
+    d_model, heads, n = 64, 8, 100
+    per_call = att.attention_flops(1, heads, n, n, d_model // heads)
+    assert att.block_flops_per_token(d_model, n)["attention"] * n == per_call
+
+
+@pytest.mark.parametrize("d_model", [64, 768, 12288])
+def test_crossover_is_where_the_two_terms_meet(d_model):
+    n = att.attention_crossover_length(d_model)
+    assert n == 6 * d_model and att.attention_crossover_length(d_model, causal=True) == 12 * d_model
+    flops = att.block_flops_per_token(d_model, int(n))
+    assert flops["dense"] == flops["attention"]
+
+
+def test_gpt3_attention_share_is_the_published_order():
+    """Kaplan et al. (2020): 2·n_layer·n_ctx·d against 2N; for GPT-3 (d 12288, context 2048) about 1.4 %."""
+    flops = att.block_flops_per_token(12288, 2048, causal=True)
+    assert flops["attention"] / flops["dense"] == pytest.approx(2048 / (12 * 12288))
+    assert 0.013 < flops["attention"] / sum(flops.values()) < 0.015
+
+
+def test_block_flops_validate_their_arguments():
+    with pytest.raises(ValueError, match="d_model"):
+        att.block_flops_per_token(0, 10)
+    with pytest.raises(TypeError, match="n_ctx"):
+        att.block_flops_per_token(8, 2.5)

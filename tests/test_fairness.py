@@ -321,3 +321,66 @@ def test_split_arrests_is_stratified_and_scaled_on_train_only():
     assert data.groups_test.index.equals(data.X_test.index)
     with pytest.raises(ValueError, match="test_size"):
         sf.split_arrests(test_size=1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fairness: intervals, proxies, impossibility
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_groups():
+    rng = np.random.default_rng(0)
+    groups = np.array(["a"] * 400 + ["b"] * 40)
+    y_true = (rng.random(440) < np.where(groups == "a", 0.7, 0.4)).astype(int)
+    y_pred = np.where(rng.random(440) < 0.8, y_true, 1 - y_true)
+    return y_true, y_pred, groups
+
+
+def test_bootstrap_interval_is_seeded_contains_the_estimate_and_widens_for_small_groups(two_groups):
+    y_true, y_pred, groups = two_groups
+    first = sf.bootstrap_group_metric(sf.selection_rate, y_true, y_pred, sensitive_features=groups, n_boot=300)
+    again = sf.bootstrap_group_metric(sf.selection_rate, y_true, y_pred, sensitive_features=groups, n_boot=300)
+    pd.testing.assert_frame_equal(first, again)
+    assert ((first["low"] <= first["estimate"]) & (first["estimate"] <= first["high"])).all()
+    width = first["high"] - first["low"]
+    assert width["b"] > 2 * width["a"]  # ten times fewer people: about three times wider
+    assert first.loc["a", "estimate"] == pytest.approx(sf.selection_rate(y_true[:400], y_pred[:400]))
+
+
+def test_bootstrap_interval_validates_arguments(two_groups):
+    y_true, y_pred, groups = two_groups
+    with pytest.raises(ValueError, match="confidence"):
+        sf.bootstrap_group_metric(sf.selection_rate, y_true, y_pred, sensitive_features=groups, confidence=1.5)
+    with pytest.raises(TypeError, match="metric must be a function"):
+        sf.bootstrap_group_metric("selection_rate", y_true, y_pred, sensitive_features=groups)
+    with pytest.raises(ValueError, match="same length"):
+        sf.bootstrap_group_metric(sf.selection_rate, y_true[:-1], y_pred, sensitive_features=groups)
+
+
+def test_chouldechova_identity_holds_for_any_classifier(two_groups):
+    y_true, y_pred, groups = two_groups
+    table = sf.impossibility_table(y_true, y_pred, sensitive_features=groups)
+    np.testing.assert_allclose(table["fpr"], table["fpr_from_identity"], rtol=1e-12)
+    assert table["base_rate"]["a"] > table["base_rate"]["b"]
+
+
+def test_calibration_table_has_balance_and_bins(two_groups):
+    y_true, _, groups = two_groups
+    scores = np.clip(y_true * 0.6 + np.random.default_rng(1).random(len(y_true)) * 0.4, 0, 1)
+    table = sf.calibration_by_group(y_true, scores, sensitive_features=groups, bins=4)
+    assert list(table.columns[:3]) == ["base_rate", "balance_positive", "balance_negative"]
+    assert (table["balance_positive"] > table["balance_negative"]).all()
+    assert [c for c in table.columns if c.startswith("bin")] == ["bin 1", "bin 2", "bin 3", "bin 4"]
+
+
+def test_proxy_strength_ranks_a_copy_of_the_group_first():
+    rng = np.random.default_rng(0)
+    group = np.where(rng.random(500) < 0.3, "x", "y")
+    features = pd.DataFrame({"noise": rng.normal(size=500), "copy": (group == "x").astype(float),
+                             "category": np.where(group == "x", "p", "q")})
+    strength = sf.proxy_strength(features, group, positive="x")
+    assert strength["copy"] == strength["category"] == 1.0
+    assert strength.index[-1] == "noise" and strength["noise"] < 0.6
+    with pytest.raises(ValueError, match="positive="):
+        sf.proxy_strength(features, group, positive="z")

@@ -18,6 +18,10 @@ from sustainlab.imbalance import (
     minority_neighbors,
     resolve_sampling_strategy,
 )
+from sklearn.model_selection import StratifiedKFold
+from sklearn.tree import DecisionTreeClassifier
+from sustainlab import imbalance as im
+from sustainlab.datasets import make_imbalanced
 
 
 @pytest.fixture(scope="module")
@@ -434,3 +438,74 @@ def test_make_imbalanced_bad_input(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         make_imbalanced(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# imbalance: the threshold lever, SMOTENC on one-hot columns, like-for-like leakage
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def imbalanced():
+    return make_imbalanced(600, minority_share=0.1, random_state=0)
+
+
+def test_threshold_at_prior_predicts_above_the_base_rate(imbalanced):
+    X, y = imbalanced
+    model = im.ThresholdAtPrior(LogisticRegression(max_iter=1000)).fit(X, y)
+    proba = model.predict_proba(X)[:, 1]
+    assert model.prior_ == pytest.approx(np.mean(y == 1))
+    np.testing.assert_array_equal(model.predict(X), (proba > model.prior_).astype(int))
+    plain = LogisticRegression(max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(proba, plain.predict_proba(X)[:, 1])  # same model, only the threshold moves
+    assert model.predict(X).sum() > plain.predict(X).sum()
+    with pytest.raises(ValueError, match="binary"):
+        im.ThresholdAtPrior(LogisticRegression()).fit(X, np.arange(len(y)) % 3)
+
+
+def test_smotenc_one_hot_keeps_categories_whole_and_smote_does_not():
+    rng = np.random.default_rng(0)
+    n = 300
+    codes = rng.integers(0, 3, size=n)
+    X = np.column_stack([np.eye(3)[codes] * 0.05, rng.normal(size=(n, 2))])  # tiny one-hot: neighbours mix categories
+    y = (rng.random(n) < 0.15).astype(int)
+    X_nc, y_nc = im.SMOTENCOneHot([0, 1, 2], random_state=0).fit_resample(X, y)
+    np.testing.assert_array_equal(X_nc[:n], X)
+    assert np.bincount(y_nc)[0] == np.bincount(y_nc)[1]
+    assert im.invalid_one_hot_share(X_nc[n:], [0, 1, 2]) == 0.0
+    X_sm, _ = im.SMOTE(random_state=0).fit_resample(X, y)
+    assert im.invalid_one_hot_share(X_sm[n:], [0, 1, 2]) > 0.3
+    with pytest.raises(ValueError, match="one_hot_columns"):
+        im.SMOTENCOneHot([0]).fit_resample(X, y)
+
+
+def test_leakage_same_folds_honest_protocol_is_the_exercise_loop(imbalanced):
+    X, y = imbalanced
+    model = DecisionTreeClassifier(random_state=0)
+    scores = im.leakage_same_folds(model, X, y, cv=5, random_state=0)
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+
+    expected = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        X_res, y_res = im.SMOTE(random_state=0).fit_resample(X[train], y[train])
+        expected.append(balanced_accuracy_score(y[test], clone(model).fit(X_res, y_res).predict(X[test])))
+    np.testing.assert_allclose(scores["split then oversample"], expected)
+    assert scores["oversample then split"].mean() > scores["split then oversample"].mean()
+
+
+def test_leakage_same_folds_needs_an_over_sampler(imbalanced):
+    from imblearn.under_sampling import RandomUnderSampler
+
+    X, y = imbalanced
+    with pytest.raises(ValueError, match="original rows first"):
+        im.leakage_same_folds(LogisticRegression(), X, y, sampler=RandomUnderSampler(random_state=0))
+
+
+def test_fold_scores_average_to_compare_rebalancing(imbalanced):
+    X, y = imbalanced
+    candidates = {"weights": LogisticRegression(class_weight="balanced", max_iter=1000)}
+    folds = im.fold_scores(candidates, X, y, cv=5, random_state=0)
+    table = im.compare_rebalancing(candidates, X, y, cv=5, random_state=0)
+    assert folds.shape == (5, 1)
+    assert folds["weights"].mean() == pytest.approx(table.loc["weights", "balanced_accuracy"])
