@@ -591,6 +591,50 @@ def test_notebook_check_cells_match_the_registry_hidden_check_included():
     assert registry()["gd-1-hidden"].hidden and not any(registry()[v].hidden for v in visible)
 
 
+@pytest.mark.parametrize("exercise_id, wrong", [("gd-2", "_wrong_delegating_logistic"),
+                                                ("gd-3", "_wrong_delegating_momentum")])
+def test_delegating_answers_fail_only_because_the_package_is_unavailable(exercise_id, wrong, monkeypatch):
+    """A delegating answer is otherwise right: blocking the package function is what fails it (not vacuous)."""
+    import contextlib
+
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks import optim as chapter_checks
+    from sustainlab.checks._core import run_check
+
+    answer = getattr(chapter_checks, wrong)()
+    passed, hint = run_check(get_exercise(exercise_id), answer)
+    assert not passed and "not available during this check" in hint
+    monkeypatch.setattr(chapter_checks, "_unavailable", lambda *functions: contextlib.nullcontext())
+    assert run_check(get_exercise(exercise_id), answer) == (True, "")
+
+
+def test_unavailable_blocks_early_bound_names_and_restores_them():
+    from sustainlab.checks.optim import _unavailable
+    from sustainlab.optim import logistic_grad  # bound before the block, like a learner's import
+
+    X, y = np.ones((3, 2)), np.ones(3)
+    with pytest.raises(ZeroDivisionError):
+        with _unavailable(optim.logistic_grad):
+            with pytest.raises(RuntimeError, match="not available"):
+                logistic_grad(np.zeros(2), X, y)
+            1 / 0
+    np.testing.assert_allclose(logistic_grad(np.zeros(2), X, y), [-0.5, -0.5])
+
+
+def test_every_chapter_exercise_has_a_delegating_wrong_answer_and_hints_do_not_give_the_update():
+    import inspect
+
+    from sustainlab.checks import optim as chapter_checks
+    from sustainlab.checks import registry
+
+    for eid in ["gd-1", "gd-2", "gd-3", "gd-4", "gd-5"]:
+        assert any("delegating" in getattr(w, "__name__", "") for w in registry()[eid].wrong), eid
+    source = inspect.getsource(chapter_checks)
+    hints = " ".join(line for line in source.splitlines() if '"' in line and "lambda" not in line and "def " not in line)
+    for expression in ["1 − β", "(1 - beta)", "beta * velocity + grad", "theta - lr * grad", "sigmoid(X @ theta) - y"]:
+        assert expression not in hints, expression
+
+
 def _tailored_gd_step(theta, grad, lr):
     """Answers the visible check's three cases from a table, and nothing else correctly."""
     table = {(1.0, -2.0): [0.95, -2.4], (3.0,): [3.5], (0.0, 0.0, 0.0): [0.0, 0.0, 0.0]}

@@ -2,19 +2,51 @@
 
 - ``gd-1``: one gradient-descent step ``gd_step(theta, grad, lr)``;
 - ``gd-2``: the logistic-regression gradient ``logistic_gradient(theta, X, y)``;
-- ``gd-3``: one heavy-ball momentum step ``momentum_step(theta, velocity, grad, lr, beta)``.
+- ``gd-3``: one heavy-ball momentum step ``momentum_step(theta, velocity, grad, lr, beta)``;
+- ``gd-4`` (measure): ``measure_pair(configs, repeats)``, paired per-round time ratios from interleaved rounds;
+- ``gd-5`` (interpret): ``cheapest_run(table, target)``, the run that reached a target loss for the least cost.
 
 Each checker compares the learner's function with :mod:`sustainlab.optim` (itself tested against torch) on inputs
 fixed here, so a check never depends on another exercise's answer.
+
+**No delegation.** While the checkers of gd-1 to gd-3 call the learner's function, the package functions that
+would solve them (``optim.gradient_descent``, ``optim.logistic_grad``, ``optim.SGD``'s update) are made
+unavailable (:func:`_unavailable`: their code is swapped for one that raises, so a name bound by ``from sustainlab.optim
+import ...`` is caught too); gd-1's check also uses a learning rate of 0, which ``gradient_descent`` refuses. Each
+exercise's ``wrong`` tuple holds such a delegating answer, and ``tests/test_checks.py`` asserts that it fails.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
 
 __all__ = ["EXERCISES"]
+
+
+def _blocked(*args, **kwargs):
+    raise RuntimeError("this sustainlab.optim function is not available during this check: write the computation "
+                       "yourself.")
+
+
+@contextlib.contextmanager
+def _unavailable(*functions):
+    """Within the block, calling any of ``functions`` raises, however the caller got hold of it.
+
+    The functions' code objects are swapped (not the module attributes), so a name imported earlier with
+    ``from sustainlab.optim import ...`` is blocked as well. Only plain functions without closures qualify.
+    """
+    saved = [f.__code__ for f in functions]
+    try:
+        for f in functions:
+            f.__code__ = _blocked.__code__
+        yield
+    finally:
+        for f, code in zip(functions, saved):
+            f.__code__ = code
 
 
 def _expect_function(answer, exercise_id: str, name: str) -> None:
@@ -25,7 +57,14 @@ def _expect_function(answer, exercise_id: str, name: str) -> None:
 
 
 def _check_gd_step(gd_step) -> None:
+    from .. import optim
+
     _expect_function(gd_step, "gd-1", "gd_step")
+    with _unavailable(optim.gradient_descent):
+        _check_gd_step_values(gd_step)
+
+
+def _check_gd_step_values(gd_step) -> None:
     theta, grad = np.array([1.0, -2.0]), np.array([0.5, 4.0])
     theta_before = theta.copy()
     new = gd_step(theta, grad, 0.1)
@@ -101,9 +140,16 @@ def _check_logistic_gradient(logistic_gradient) -> None:
 
     _expect_function(logistic_gradient, "gd-2", "logistic_gradient")
     theta, X, y = _logistic_problem()
+    expected, expected_at_zero = logistic_grad(theta, X, y), logistic_grad(np.zeros(3), X, y)
+    with _unavailable(logistic_grad):
+        _check_logistic_values(logistic_gradient, theta, X, y, expected, expected_at_zero)
+
+
+def _check_logistic_values(logistic_gradient, theta, X, y, expected, expected_at_zero) -> None:
+    from ..optim import check_gradient, logistic_loss
+
     got = logistic_gradient(theta, X, y)
     expect(got is not None, "your function returns None: return the gradient.")
-    expected = logistic_grad(theta, X, y)
     got = np.asarray(got, dtype=float)
     if got.shape != expected.shape:
         raise CheckFailed(f"the gradient needs one entry per parameter: shape {expected.shape}, got {got.shape}.")
@@ -116,7 +162,7 @@ def _check_logistic_gradient(logistic_gradient) -> None:
     error = check_gradient(lambda t: logistic_loss(t, X, y), lambda t: logistic_gradient(t, X, y), theta)
     expect(error < 1e-5, f"finite differences disagree with your gradient (max relative error {error:.2g}); "
                          f"did you pass X @ theta through the sigmoid?")
-    expect_close(logistic_gradient(np.zeros(3), X, y), logistic_grad(np.zeros(3), X, y),
+    expect_close(logistic_gradient(np.zeros(3), X, y), expected_at_zero,
                  "at theta = 0 every predicted probability is 0.5: check that case by hand.")
 
 
@@ -139,23 +185,28 @@ def _probes_logistic(rng):
 
 
 def _check_momentum_step(momentum_step) -> None:
-    import torch
-
     from ..optim import SGD
 
     _expect_function(momentum_step, "gd-3", "momentum_step")
+    with _unavailable(SGD._update):
+        _check_momentum_values(momentum_step)
+
+
+def _check_momentum_values(momentum_step) -> None:
+    import torch
+
     result = momentum_step(np.array([1.0]), np.array([0.0]), np.array([2.0]), 0.1, 0.9)
     expect(isinstance(result, tuple) and len(result) == 2, "return a pair: (new theta, new velocity).")
     theta_1, velocity_1 = (np.asarray(r, dtype=float) for r in result)
-    expect_close(velocity_1, [2.0], "starting from zero velocity, the first velocity is the gradient itself "
-                                    "(the convention of torch.optim.SGD, without a (1 − β) factor).")
+    expect_close(velocity_1, [2.0], "starting from zero velocity, what should the first velocity be? Work out "
+                                    "the update rule above by hand for v = 0.")
     expect_close(theta_1, [0.8], "the parameter moves by lr times the *new* velocity.")
 
     # 40 steps on a quadratic must follow torch.optim-compatible SGD with momentum.
     A = np.array([[3.0, 0.5], [0.5, 1.0]])
     theta, velocity = np.array([1.0, -1.0]), np.zeros(2)
     w = torch.nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64))
-    reference = SGD([w], lr=0.05, momentum=0.8)
+    reference = torch.optim.SGD([w], lr=0.05, momentum=0.8)
     for step in range(40):
         theta, velocity = momentum_step(theta, velocity, A @ theta, 0.05, 0.8)
         reference.zero_grad()
@@ -163,7 +214,7 @@ def _check_momentum_step(momentum_step) -> None:
         reference.step()
         if not np.allclose(np.asarray(theta, dtype=float), w.detach().numpy(), rtol=1e-9, atol=1e-12):
             raise CheckFailed(f"your steps drift away from SGD with momentum after {step + 1} steps: the old "
-                              f"velocity should be scaled by beta before adding the gradient.")
+                              f"velocity decays by beta at every step before the new gradient joins it.")
 
 
 def _reference_momentum_step():
@@ -206,6 +257,215 @@ def _momentum_no_beta():
     return momentum_step
 
 
+def _wrong_delegating_gd_step():
+    from .. import optim
+
+    return lambda theta, grad, lr: optim.gradient_descent(lambda t: grad, theta, lr, 1)[-1]
+
+
+def _wrong_delegating_logistic():
+    from .. import optim
+
+    return lambda theta, X, y: optim.logistic_grad(theta, X, y)
+
+
+def _wrong_delegating_momentum():
+    import torch
+
+    from .. import optim
+
+    def momentum_step(theta, velocity, grad, lr, beta):  # one step of the package's SGD, its buffer preset
+        w = torch.nn.Parameter(torch.tensor(np.asarray(theta, dtype=float)))
+        opt = optim.SGD([w], lr=lr, momentum=beta)
+        w.grad = torch.tensor(np.asarray(grad, dtype=float))
+        opt.state[w]["momentum_buffer"] = torch.tensor(np.asarray(velocity, dtype=float))
+        opt.step()
+        return w.detach().numpy().copy(), opt.state[w]["momentum_buffer"].numpy().copy()
+
+    return momentum_step
+
+
+# ---------------------------------------------------------------------------------------------------------- gd-4
+
+
+def _sequence_workloads(names):
+    """Workloads that return the order in which they were called: what the answer returns shows the interleaving."""
+    counter = iter(range(1, 10**6))
+    return {name: (lambda: next(counter)) for name in names}
+
+
+def _check_measure_pair(measure_pair) -> None:
+    from ..evidence import verdict_from_ratios
+
+    _expect_function(measure_pair, "gd-4", "measure_pair")
+    for names, repeats in ((("GD", "momentum 0.9"), 5), (("slow", "fast"), 6)):
+        got = measure_pair(_sequence_workloads(names), repeats)
+        expect(isinstance(got, dict), f"return a dict with keys 'seconds', 'results', 'ratios' and 'verdict', got "
+                                      f"{type(got).__name__}.")
+        missing = {"seconds", "results", "ratios", "verdict"} - set(got)
+        expect(not missing, f"the dict lacks {sorted(missing)}.")
+        seconds, results = got["seconds"], got["results"]
+        for what, table in (("seconds", seconds), ("results", results)):
+            expect(isinstance(table, dict) and set(table) == set(names),
+                   f"'{what}' must map each configuration's name ({', '.join(names)}) to its list of runs.")
+            expect(all(len(table[n]) == repeats for n in names),
+                   f"with repeats = {repeats}, each configuration must have {repeats} runs in '{what}'.")
+        order = np.array([[float(results[n][r]) for n in names] for r in range(repeats)])
+        expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
+               "the runs were not interleaved: every configuration must run once in a round before any runs in the "
+               "next round (a machine that drifts would otherwise favour one of them).")
+        times = np.array([[float(seconds[n][r]) for n in names] for r in range(repeats)])
+        expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number "
+                                                                       "of seconds.")
+        ratios = np.asarray(got["ratios"], dtype=float)
+        expect(ratios.shape == (repeats,), f"return one paired ratio per round ({repeats}), got shape {ratios.shape}.")
+        expect_close(ratios, times[:, 1] / times[:, 0],
+                     "a paired ratio compares the two configurations *within one round*: the second configuration's "
+                     "time over the first's (the reference), round by round.", rtol=1e-9)
+        expect(got["verdict"] == verdict_from_ratios(ratios),
+               "the verdict does not follow from your ratios: a difference counts only when every round agrees on "
+               "its direction (use the chapter's verdict rule).")
+
+
+def _reference_measure_pair():
+    from ..evidence import compare_interleaved
+
+    def measure_pair(configs, repeats):
+        names = list(configs)
+        comparison = compare_interleaved(configs, repeats=repeats, reference=names[0], energy=False)
+        return {"seconds": {n: comparison.values(n).tolist() for n in names},
+                "results": {n: comparison.results(n) for n in names},
+                "ratios": comparison.ratios(names[1]).tolist(),
+                "verdict": comparison.verdict(names[1])}
+
+    return measure_pair
+
+
+def _wrong_measure_back_to_back():
+    import time
+
+    from ..evidence import verdict_from_ratios
+
+    def measure_pair(configs, repeats):  # all runs of one configuration, then all of the other
+        seconds, results = {}, {}
+        for name, run in configs.items():
+            seconds[name], results[name] = [], []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                results[name].append(run())
+                seconds[name].append(time.perf_counter() - start + 1e-9)
+        a, b = list(configs)
+        ratios = [y / x for x, y in zip(seconds[a], seconds[b])]
+        return {"seconds": seconds, "results": results, "ratios": ratios, "verdict": verdict_from_ratios(ratios)}
+
+    return measure_pair
+
+
+def _wrong_measure_inverted():
+    reference = _reference_measure_pair()
+
+    def measure_pair(configs, repeats):
+        got = reference(configs, repeats)
+        got["ratios"] = [1 / r for r in got["ratios"]]
+        return got
+
+    return measure_pair
+
+
+def _wrong_measure_one_verdict():
+    reference = _reference_measure_pair()
+
+    def measure_pair(configs, repeats):  # a verdict from the median alone
+        got = reference(configs, repeats)
+        got["verdict"] = "cheaper" if np.median(got["ratios"]) < 1 else "costs more"
+        return got
+
+    return measure_pair
+
+
+def _wrong_delegating_measure():
+    from ..evidence import compare_interleaved
+
+    return lambda configs, repeats: compare_interleaved(configs, repeats=repeats, energy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------- gd-5
+
+
+def _reference_cheapest_run():
+    def cheapest_run(table, target):
+        ok = table[np.isfinite(table["final_loss"]) & (table["final_loss"] <= target)]
+        if ok.empty:
+            return None
+        cost = ok["steps"] * ok["joules_per_step"]
+        return str(ok.loc[cost.idxmin(), "run"])
+
+    return cheapest_run
+
+
+def _probes_cheapest_run(rng):
+    import pandas as pd
+
+    probes = []
+    for case in range(4):
+        k = int(rng.integers(4, 8))
+        steps = rng.integers(20, 2000, size=k)
+        per_step = rng.uniform(0.5, 3.0, size=k)
+        loss = rng.uniform(0.05, 0.3, size=k)
+        target = float(rng.uniform(0.1, 0.2))
+        fewest = int(np.argmin(steps))
+        if case == 0:  # the run with the fewest steps costs most per step: fewest steps is not cheapest
+            per_step[fewest] = 50.0
+            loss[fewest] = target / 2
+        if case == 1:  # the run with the fewest steps diverged
+            loss[fewest] = np.nan
+        if case == 3:  # no run reached the target
+            loss = target + rng.uniform(0.01, 0.1, size=k)
+        loss[int(rng.integers(k))] = target / 3 if case != 3 else loss[0]
+        probes.append((pd.DataFrame({"run": [f"run {chr(65 + i)}" for i in range(k)], "lr": rng.uniform(0.01, 1, k),
+                                     "steps": steps, "joules_per_step": per_step, "final_loss": loss}), target))
+    return probes
+
+
+def _compare_cheapest_run(student, reference, probes) -> str | None:
+    for got, want, (table, target) in zip(student, reference, probes):
+        if isinstance(got, Raised):
+            return got.describe()
+        if want is None:
+            if got is not None:
+                return "when no run reached the target loss, return None."
+            continue
+        if got != want:
+            reached = table[table["final_loss"] <= target]
+            if got in set(table["run"]) and got not in set(reached["run"]):
+                return f"{got!r} never reached the target loss (or diverged): it cannot be the answer."
+            return ("among the runs that reached the target, return the name (the 'run' column) of the one whose "
+                    "whole run cost least: think about what a run costs in total, not per step.")
+    return None
+
+
+def _wrong_cheapest_fewest_steps():
+    def cheapest_run(table, target):
+        ok = table[table["final_loss"] <= target]
+        return None if ok.empty else str(ok.loc[ok["steps"].idxmin(), "run"])
+
+    return cheapest_run
+
+
+def _wrong_cheapest_ignores_target():
+    def cheapest_run(table, target):
+        cost = table["steps"] * table["joules_per_step"]
+        return str(table.loc[cost.idxmin(), "run"])
+
+    return cheapest_run
+
+
+def _wrong_delegating_cheapest():
+    from .. import optim
+
+    return lambda table, target: optim.steps_to_target(table["final_loss"].to_numpy(), target)
+
+
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(
         id="gd-1",
@@ -220,6 +480,7 @@ EXERCISES: tuple[Exercise, ...] = (
             lambda: (lambda theta, grad, lr: theta.__isub__(lr * grad)),  # right numbers, but modifies theta
             lambda: (lambda theta, grad, lr: None),
             lambda: np.array([0.95, -2.4]),  # a result, not a function
+            _wrong_delegating_gd_step,
         ),
     ),
     Exercise(
@@ -248,6 +509,7 @@ EXERCISES: tuple[Exercise, ...] = (
             lambda: (lambda theta, X, y: X.T @ (1 / (1 + np.exp(-X @ theta)) - y)),  # sum, not mean
             lambda: (lambda theta, X, y: X.T @ (X @ theta - y) / len(y)),  # forgot the sigmoid
             lambda: (lambda theta, X, y: (1 / (1 + np.exp(-X @ theta)) - y).mean() * np.ones(3)),
+            _wrong_delegating_logistic,
         ),
     ),
     Exercise(
@@ -258,6 +520,22 @@ EXERCISES: tuple[Exercise, ...] = (
         compare=compare_close("right on the check's examples but not on other inputs: use every argument "
                               "(theta, velocity, grad, lr, beta) as given."),
         wrong=(_momentum_ema, _momentum_old_velocity, _momentum_no_beta,
-               lambda: (lambda theta, velocity, grad, lr, beta: theta - lr * grad)),  # not a pair
+               lambda: (lambda theta, velocity, grad, lr, beta: theta - lr * grad),  # not a pair
+               _wrong_delegating_momentum),
+    ),
+    Exercise(
+        id="gd-4",
+        checker=_check_measure_pair,
+        reference=_reference_measure_pair,
+        wrong=(_wrong_measure_back_to_back, _wrong_measure_inverted, _wrong_measure_one_verdict,
+               _wrong_delegating_measure),
+    ),
+    Exercise(
+        id="gd-5",
+        reference=_reference_cheapest_run,
+        probes=_probes_cheapest_run,
+        compare=_compare_cheapest_run,
+        wrong=(_wrong_cheapest_fewest_steps, _wrong_cheapest_ignores_target, _wrong_delegating_cheapest,
+               lambda: (lambda table, target: "run A")),
     ),
 )
