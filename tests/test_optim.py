@@ -586,7 +586,7 @@ def test_notebook_check_cells_match_the_registry_hidden_check_included():
     meta = [c.metadata["sustainlab"] for c in _notebook_check_cells()]
     visible = [m["check"] for m in meta if not m.get("hidden")]
     hidden = [m["check"] for m in meta if m.get("hidden")]
-    assert visible == ["gd-1", "gd-2", "gd-3"] and hidden == ["gd-1-hidden"]
+    assert visible == ["gd-1", "gd-2", "gd-3", "gd-4", "gd-5"] and hidden == ["gd-1-hidden"]
     assert set(visible + hidden) <= set(registry())
     assert registry()["gd-1-hidden"].hidden and not any(registry()[v].hidden for v in visible)
 
