@@ -310,11 +310,15 @@ def _check_measure_pair(measure_pair) -> None:
                    f"'{what}' must map each configuration's name ({', '.join(names)}) to its list of runs.")
             expect(all(len(table[n]) == repeats for n in names),
                    f"with repeats = {repeats}, each configuration must have {repeats} runs in '{what}'.")
-        order = np.array([[float(results[n][r]) for n in names] for r in range(repeats)])
+        try:
+            order = np.array([[float(results[n][r]) for n in names] for r in range(repeats)])
+            times = np.array([[float(seconds[n][r]) for n in names] for r in range(repeats)])
+        except (TypeError, ValueError):
+            raise CheckFailed("'results' must hold what each run returned and 'seconds' each run's time, as "
+                              "numbers.") from None
         expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
                "the runs were not interleaved: every configuration must run once in a round before any runs in the "
                "next round (a machine that drifts would otherwise favour one of them).")
-        times = np.array([[float(seconds[n][r]) for n in names] for r in range(repeats)])
         expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number "
                                                                        "of seconds.")
         ratios = np.asarray(got["ratios"], dtype=float)
@@ -435,6 +439,8 @@ def _compare_cheapest_run(student, reference, probes) -> str | None:
             if got is not None:
                 return "when no run reached the target loss, return None."
             continue
+        if not isinstance(got, str):
+            return f"return the run's name (a str from the 'run' column) or None, got {type(got).__name__}."
         if got != want:
             reached = table[table["final_loss"] <= target]
             if got in set(table["run"]) and got not in set(reached["run"]):
