@@ -13,7 +13,8 @@ fixed here, so a check never depends on another exercise's answer.
 would solve them (``optim.gradient_descent``, ``optim.logistic_grad``, ``optim.SGD``'s update) are made
 unavailable (:func:`_unavailable`: their code is swapped for one that raises, so a name bound by ``from sustainlab.optim
 import ...`` is caught too); gd-1's check also uses a learning rate of 0, which ``gradient_descent`` refuses. Each
-exercise's ``wrong`` tuple holds such a delegating answer, and ``tests/test_checks.py`` asserts that it fails.
+exercise's ``wrong`` tuple holds such a delegating answer: ``tests/test_checks.py`` asserts that it fails and
+``tests/test_optim.py`` that it would pass but for the block.
 """
 
 from __future__ import annotations
