@@ -39,6 +39,7 @@ __all__ = [
     "strip_solutions",
     "strip_hidden",
     "clear_check_outputs",
+    "strip_rubrics",
     "RELEASE_PIPELINE",
     "student_version",
     "check_specs",
@@ -241,10 +242,21 @@ def clear_check_outputs(nb):
     return new
 
 
+def strip_rubrics(nb):
+    """A copy of ``nb`` whose written-answer cells keep their id and points but not the marking rubric (the release
+    manifest keeps it for the people who grade)."""
+    new = _copy(nb)
+    for cell in new.cells:
+        meta = cell.get("metadata", {}).get("sustainlab")
+        if isinstance(meta, dict) and "answer" in meta:
+            meta.pop("rubric", None)
+    return new
+
+
 #: The release, in order. ``check_specs`` must read the instructor notebook *before* this runs (it needs the hidden
 #: cells and the stored reference outputs that these steps remove); ``strip_hidden`` runs first so that a hidden
 #: check never reaches the later steps.
-RELEASE_PIPELINE: tuple[Callable[[Any], Any], ...] = (strip_hidden, strip_solutions, clear_check_outputs)
+RELEASE_PIPELINE: tuple[Callable[[Any], Any], ...] = (strip_hidden, strip_solutions, clear_check_outputs, strip_rubrics)
 
 
 def student_version(nb):

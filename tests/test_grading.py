@@ -114,7 +114,8 @@ def test_release_is_reproducible_and_private(tmp_path):
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == first
     student = (out / "student" / TINY).read_text()
     assert "lr * grad" not in student and "gd-1-hidden" not in student and "NotImplementedError" in student
-    assert "tiny-essay" in student  # written-answer cells stay for the student to fill in
+    assert "tiny-essay" in student  # written-answer cells stay for the student to fill in ...
+    assert "names cooling" not in student  # ... without the marking rubric, which only the manifest keeps
     manifest = load_manifest(out)
     assert [s.id for s in manifest[TINY]] == ["gd-1", "gd-1-hidden", "energy-1"]
     assert [s.id for s in manifest[WELCOME.name]] == ["wel-1"]
