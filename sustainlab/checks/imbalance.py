@@ -399,7 +399,7 @@ def _compare_threshold(student, reference, probes) -> str | None:
     return None
 
 
-def _wrong_threshold_prior():
+def _wrong_delegating_threshold_prior():
     # "Delegating" to ThresholdAtPrior's rule: the prior is the cheap default, not the answer to a recall goal.
     return lambda y_val, scores, min_recall: float(np.mean(y_val))
 
@@ -435,7 +435,7 @@ EXERCISES: tuple[Exercise, ...] = (
         probes=_hidden_neighbor_probes,
         compare=_compare_hidden_neighbors,
         wrong=(
-            lambda: (lambda X, k: np.argsort(((X[:, None] - X[None]) ** 2).sum(-1), axis=1)[:, 1:k + 1]),  # self 1st?
+            lambda: (lambda X, k: np.argsort(((X[:, None] - X[None]) ** 2).sum(-1), axis=1)[:, 1:k + 1]),  # drops col 0
             lambda: (lambda X, k: np.tile(np.arange(1, k + 1), (len(X), 1))),
             _wrong_neighbors_farthest,
         ),
@@ -463,7 +463,7 @@ EXERCISES: tuple[Exercise, ...] = (
         probes=_threshold_probes,
         compare=_compare_threshold,
         wrong=(
-            _wrong_threshold_prior,
+            _wrong_delegating_threshold_prior,
             lambda: (lambda y, s, r: 0.5),
             lambda: (lambda y, s, r: float(s.min())),  # meets any goal, with the most false alarms
             lambda: (lambda y, s, r: float(np.quantile(s[y == 1], 1 - r))),  # interpolated quantile: misses ties
