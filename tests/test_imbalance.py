@@ -509,3 +509,65 @@ def test_fold_scores_average_to_compare_rebalancing(imbalanced):
     table = im.compare_rebalancing(candidates, X, y, cv=5, random_state=0)
     assert folds.shape == (5, 1)
     assert folds["weights"].mean() == pytest.approx(table.loc["weights", "balanced_accuracy"])
+
+
+def test_smote3_reference_is_the_packages_leak_on_the_same_folds(imbalanced):
+    """The exercise asks, on a list of folds, for what leakage_same_folds measures on a splitter."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from sustainlab.checks import get_exercise
+
+    X, y = imbalanced
+    splitter = StratifiedKFold(4, shuffle=True, random_state=1)
+    model, sampler = KNeighborsClassifier(n_neighbors=1), im.SMOTE(random_state=0)
+    leak = get_exercise("smote-3").reference()(model, sampler, X, y, list(splitter.split(X, y)))
+    package = im.leakage_same_folds(model, X, y, sampler=sampler, cv=splitter)
+    np.testing.assert_allclose(leak, package["oversample then split"] - package["split then oversample"])
+
+
+@pytest.mark.parametrize("exercise_id", ["smote-1", "smote-2", "smote-3", "smote-4", "smote-5"])
+def test_smote_exercise_rejects_its_delegating_answer(exercise_id):
+    """Issue 16's rule: an answer that just calls the package fails (one named "delegating" per exercise)."""
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    exercise = get_exercise(exercise_id)
+    delegating = [w for w in exercise.wrong if "delegating" in w.__name__]
+    assert delegating, f"{exercise_id} has no delegating wrong answer"
+    for make in delegating:
+        passed, hint = run_check(exercise, make())
+        assert not passed and hint
+
+
+def test_smote2_probes_hold_duplicates_on_which_the_package_lists_a_point_as_its_own_neighbour():
+    from sustainlab.checks import get_exercise
+
+    probes = get_exercise("smote-2").probes(np.random.default_rng(0))
+    fooled = 0
+    for X, k in probes:
+        assert len(np.unique(X, axis=0)) < len(X)
+        fooled += np.any(minority_neighbors(X, k) == np.arange(len(X))[:, None])
+    assert fooled
+
+
+def test_notebook_03_imports_the_package_solutions_only_after_their_exercises():
+    """smote-1/2 are solved by interpolate/minority_neighbors, smote-3 nearly by leakage_same_folds: not imported."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "03_smote.ipynb"
+    cells = nbformat.read(path, as_version=4).cells
+    position = {c.metadata["sustainlab"]["check"]: i for i, c in enumerate(cells)
+                if "check" in c.metadata.get("sustainlab", {})}
+
+    def imported_before(check_id):
+        return {alias.asname or alias.name for c in cells[:position[check_id]] if c.cell_type == "code"
+                for node in ast.walk(ast.parse(c.source)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names}
+
+    assert "SMOTE" in imported_before("smote-1"), "no imports found: the scan is broken"
+    for name, check_id in (("interpolate", "smote-1"), ("minority_neighbors", "smote-2"),
+                           ("leakage_same_folds", "smote-3")):
+        assert name not in imported_before(check_id), f"{name} is imported before the {check_id} check"
