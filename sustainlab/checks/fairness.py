@@ -181,10 +181,11 @@ def _fair2_probes(rng):
             values[: len(labels)] = labels
             table[column] = values
         groups = pd.DataFrame(table)
-        # The chance of a positive depends on the first two columns, so their combinations differ most.
-        p = 0.3 + 0.3 * (groups.iloc[:, 0] == groups.iloc[0, 0]).to_numpy()
+        # The chance of a positive depends on the first two columns (most on the second), so their combinations
+        # differ most and the first column alone is not the worst.
+        p = 0.3 + 0.2 * (groups.iloc[:, 0] == groups.iloc[0, 0]).to_numpy()
         if len(columns) > 1:
-            p = p + 0.25 * (groups.iloc[:, 1] == groups.iloc[0, 1]).to_numpy()
+            p = p + 0.35 * (groups.iloc[:, 1] == groups.iloc[0, 1]).to_numpy()
         probes.append(((rng.random(n) < p).astype(int), groups))
     return probes
 
