@@ -349,8 +349,8 @@ def _compare_interval(student, reference, probes) -> str | None:
         tol = 0.15 * (want[1] - want[0]) + 1e-3
         if abs(float(got[0]) - want[0]) > tol or abs(float(got[1]) - want[1]) > tol:
             return (f"your interval ({float(got[0]):.3f}, {float(got[1]):.3f}) is not where a 95 % percentile "
-                    "bootstrap of the gap (largest minus smallest group selection rate, recomputed in every "
-                    "resample) puts it: resample whole rows, recompute the gap, take the 2.5th and 97.5th percentiles.")
+                    "bootstrap of the gap puts it: what does one resample hold, is the gap recomputed on each one "
+                    "(rather than built from per-group intervals), and which share of the gaps lies inside?")
     if [float(v) for v in student[2]] != [float(v) for v in student[0]]:
         return "the same seed gave two different intervals: draw every resample from np.random.default_rng(seed)."
     if [float(v) for v in student[3]] == [float(v) for v in student[0]]:
