@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, Raised, expect, expect_close
+from ._core import Exercise, Raised, expect, expect_close
 
 __all__ = ["EXERCISES"]
 
@@ -265,7 +265,7 @@ def _fair3_probes(rng):
 
 
 def _compare_tpr(student, reference, probes) -> str | None:
-    for got, want, args in zip(student, reference, probes):
+    for got, want in zip(student, reference):
         if isinstance(got, Raised):
             return got.describe() + " (on data with unknown groups and a group without actual positives)"
         try:
