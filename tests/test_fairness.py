@@ -384,3 +384,49 @@ def test_proxy_strength_ranks_a_copy_of_the_group_first():
     assert strength.index[-1] == "noise" and strength["noise"] < 0.6
     with pytest.raises(ValueError, match="positive="):
         sf.proxy_strength(features, group, positive="z")
+
+
+# --------------------------------------------------------------------------------------------------------- chapter checks
+
+
+@pytest.mark.parametrize("eid", ["fair-1", "fair-2", "fair-3", "fair-4", "fair-5"])
+def test_an_answer_delegating_to_the_package_fails(eid):
+    """Each visible fair-* exercise declares an answer that just calls sustainlab.fairness, and it fails."""
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    exercise = get_exercise(eid)
+    delegating = [make for make in exercise.wrong if "delegating" in make.__name__]
+    assert delegating, f"{eid} declares no delegating wrong answer"
+    for make in delegating:
+        passed, hint = run_check(exercise, make())
+        assert not passed and hint
+
+
+@pytest.mark.parametrize("wrong, words", [(0, "integers"), (1, "single member"), (2, "nobody got")])
+def test_fair1_hidden_hint_says_what_it_caught(wrong, words):
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    exercise = get_exercise("fair-1-hidden")
+    passed, hint = run_check(exercise, exercise.wrong[wrong]())
+    assert not passed and words in hint
+
+
+def test_fair4_interval_is_checked_against_another_resampling_scheme():
+    """A correct bootstrap drawn differently from the reference (a loop, not one matrix) passes fair-4."""
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    def gap_interval(y_pred, groups, n_boot, seed):
+        rng = np.random.default_rng(seed)
+        gaps = []
+        for _ in range(n_boot):
+            rows = rng.choice(len(y_pred), len(y_pred))
+            pred, grp = np.asarray(y_pred)[rows], np.asarray(groups)[rows]
+            rates = [pred[grp == g].mean() for g in np.unique(grp)]
+            gaps.append(max(rates) - min(rates))
+        return tuple(float(v) for v in np.percentile(gaps, [2.5, 97.5]))
+
+    passed, hint = run_check(get_exercise("fair-4"), gap_interval)
+    assert passed, hint
