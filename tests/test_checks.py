@@ -39,6 +39,24 @@ def test_every_wrong_answer_fails_with_a_hint(exercise: Exercise):
         assert hint and "\n" not in hint
 
 
+#: Chapters whose visible exercises follow issue 16's rule (an answer that just calls the package must fail); the others
+#: (welcome, attention, energy) are still to be brought under it. Exemptions name their reason.
+DELEGATION_RULE_CHAPTERS = ("gd", "smote", "fair", "priv")
+DELEGATION_EXEMPT = {"priv-5": "interpret: choose a setting from a table; no sustainlab function makes the choice"}
+RULED = [e for e in EXERCISES if e.id.split("-")[0] in DELEGATION_RULE_CHAPTERS and not e.hidden
+         and e.id not in DELEGATION_EXEMPT]
+
+
+@pytest.mark.parametrize("exercise", RULED, ids=[e.id for e in RULED])
+def test_an_answer_delegating_to_the_package_fails(exercise: Exercise):
+    """Does the exercise declare a wrong answer that just calls sustainlab (named "..._delegating_..."), and fail it?"""
+    delegating = [make for make in exercise.wrong if "delegating" in getattr(make, "__name__", "")]
+    assert delegating, f"{exercise.id} declares no delegating wrong answer"
+    for make in delegating:
+        passed, hint = run_check(exercise, make())
+        assert not passed and hint, f"{exercise.id} passes an answer that delegates to the package"
+
+
 def test_check_prints_exactly_one_line(capsys):
     exercise = get_exercise("wel-1")
     check("wel-1", exercise.reference())

@@ -525,18 +525,7 @@ def test_smote3_reference_is_the_packages_leak_on_the_same_folds(imbalanced):
     np.testing.assert_allclose(leak, package["oversample then split"] - package["split then oversample"])
 
 
-@pytest.mark.parametrize("exercise_id", ["smote-1", "smote-2", "smote-3", "smote-4", "smote-5"])
-def test_smote_exercise_rejects_its_delegating_answer(exercise_id):
-    """Issue 16's rule: an answer that just calls the package fails (one named "delegating" per exercise)."""
-    from sustainlab.checks import get_exercise
-    from sustainlab.checks._core import run_check
-
-    exercise = get_exercise(exercise_id)
-    delegating = [w for w in exercise.wrong if "delegating" in w.__name__]
-    assert delegating, f"{exercise_id} has no delegating wrong answer"
-    for make in delegating:
-        passed, hint = run_check(exercise, make())
-        assert not passed and hint
+# The delegating answer of every smote-* exercise: tests/test_checks.py::test_an_answer_delegating_to_the_package_fails
 
 
 def test_smote2_probes_hold_duplicates_on_which_the_package_lists_a_point_as_its_own_neighbour():

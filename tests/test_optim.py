@@ -621,14 +621,12 @@ def test_unavailable_blocks_early_bound_names_and_restores_them():
     np.testing.assert_allclose(logistic_grad(np.zeros(2), X, y), [-0.5, -0.5])
 
 
-def test_every_chapter_exercise_has_a_delegating_wrong_answer_and_hints_do_not_give_the_update():
+def test_hints_do_not_give_the_update():
+    """(That every gd-* exercise fails a delegating answer: tests/test_checks.py.)"""
     import inspect
 
     from sustainlab.checks import optim as chapter_checks
-    from sustainlab.checks import registry
 
-    for eid in ["gd-1", "gd-2", "gd-3", "gd-4", "gd-5"]:
-        assert any("delegating" in getattr(w, "__name__", "") for w in registry()[eid].wrong), eid
     source = inspect.getsource(chapter_checks)
     hints = " ".join(line for line in source.splitlines() if '"' in line and "lambda" not in line and "def " not in line)
     for expression in ["1 − β", "(1 - beta)", "beta * velocity + grad", "theta - lr * grad", "sigmoid(X @ theta) - y"]:
