@@ -13,6 +13,7 @@ a failure names them. The whole module is bounded by BUDGET_S; the server and br
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import nbformat
@@ -163,6 +164,21 @@ def test_chapter_notebook_runs_clean(browser, lab, deadline, artefacts, notebook
         run_everything_and_assert_clean(nb, run_cap_s=150)
 
 
+@contextlib.contextmanager
+def offline_page(browser, path, deadline, what):
+    """Open the local HTML file ``path`` in a new page; on leaving, assert it fetched nothing from the network."""
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(path.as_uri(), timeout=deadline.ms(30))
+        yield page
+        fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
+        assert not fetched, f"the {what} fetched {fetched}"
+    finally:
+        page.close()
+
+
 def test_class_report_renders_offline(browser, deadline, artefacts):
     """The instructor's class report (sustainlab grade --report) opens as one page, figures drawn, nothing fetched."""
     from sustainlab.gradebook import mark_late, write_report
@@ -178,11 +194,7 @@ def test_class_report_renders_offline(browser, deadline, artefacts):
                              max_points=2, status=status, message="" if passed else "hint"))
     rows = mark_late(rows, {("Hana", "01_gradient_descent.ipynb"): 5.2})
     report = write_report(rows, bs.ARTEFACTS / "class-report.html", title="Class report: demo class")
-    page = browser.new_page()
-    requests = []
-    page.on("request", lambda request: requests.append(request.url))
-    try:
-        page.goto(report.as_uri(), timeout=deadline.ms(30))
+    with offline_page(browser, report, deadline, "class report") as page:
         images = page.locator("img")
         images.nth(1).wait_for(timeout=deadline.ms(15))
         sizes = images.evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
@@ -192,10 +204,6 @@ def test_class_report_renders_offline(browser, deadline, artefacts):
         path = bs.ARTEFACTS / "class-report.png"
         page.screenshot(path=str(path), full_page=True)
         artefacts(f"class report rendered: figures {sizes}; screenshot {path.relative_to(bs.REPO_ROOT)}")
-        fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
-        assert not fetched, f"the class report fetched {fetched}"
-    finally:
-        page.close()
 
 
 def test_feedback_page_renders_offline_without_hidden_inputs(browser, deadline, artefacts):
@@ -216,11 +224,7 @@ def test_feedback_page_renders_offline_without_hidden_inputs(browser, deadline, 
     path = bs.ARTEFACTS / "feedback-00_welcome.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page_html, encoding="utf-8")
-    page = browser.new_page()
-    requests = []
-    page.on("request", lambda request: requests.append(request.url))
-    try:
-        page.goto(path.as_uri(), timeout=deadline.ms(30))
+    with offline_page(browser, path, deadline, "feedback page") as page:
         verdict = page.locator(".sustainlab-verdict").first
         verdict.wait_for(timeout=deadline.ms(15))
         assert "wel-1: failed" in verdict.inner_text() and "exactly 1 kWh" in verdict.inner_text()
@@ -228,7 +232,3 @@ def test_feedback_page_renders_offline_without_hidden_inputs(browser, deadline, 
         shot = bs.ARTEFACTS / "feedback-00_welcome.png"
         page.screenshot(path=str(shot), full_page=False)
         artefacts(f"feedback page rendered; screenshot {shot.relative_to(bs.REPO_ROOT)}")
-        fetched = [url for url in requests if not url.startswith(("file:", "data:"))]
-        assert not fetched, f"the feedback page fetched {fetched}"
-    finally:
-        page.close()
