@@ -246,10 +246,15 @@ def _compare_hidden_fedavg(student, reference, probes) -> str | None:
 # --- priv-5 (interpret): read the trade-off table --------------------------------------------------------------------
 
 
+def _private_settings_within(table, max_drop):
+    """The rows of private settings whose accuracy is at most ``max_drop`` below the non-private baseline's."""
+    baseline = float(table.loc[table["epsilon"] == math.inf, "accuracy"].iloc[0])
+    return table[(table["epsilon"] < math.inf) & (table["accuracy"] >= baseline - max_drop)]
+
+
 def _reference_choice():
     def strongest_privacy_within(table, max_drop):
-        baseline = float(table.loc[table["epsilon"] == math.inf, "accuracy"].iloc[0])
-        ok = table[(table["epsilon"] < math.inf) & (table["accuracy"] >= baseline - max_drop)]
+        ok = _private_settings_within(table, max_drop)
         return None if ok.empty else float(ok["epsilon"].min())
 
     return strongest_privacy_within
@@ -287,9 +292,8 @@ def _check_choice(func) -> None:
 
 
 def _wrong_choice_largest():
-    def choice(table, max_drop):
-        baseline = float(table.loc[table["epsilon"] == math.inf, "accuracy"].iloc[0])
-        ok = table[(table["epsilon"] < math.inf) & (table["accuracy"] >= baseline - max_drop)]
+    def choice(table, max_drop):  # the weakest privacy that qualifies
+        ok = _private_settings_within(table, max_drop)
         return None if ok.empty else float(ok["epsilon"].max())
 
     return choice
