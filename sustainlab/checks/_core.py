@@ -34,6 +34,7 @@ notebook variable it checks in ``answer`` (grading writes its check cell as ``ch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -63,6 +64,7 @@ __all__ = [
     "Verdict",
     "judge",
     "write_evidence",
+    "unavailable",
 ]
 
 PASS_MARK = "✔"
@@ -457,6 +459,29 @@ def _apply_mutation(args, key, value) -> None:
             arg.copy_(value.reshape(arg.shape))
     except Exception:
         raise EvidenceError("a mutation record that does not fit its argument") from None
+
+
+def _blocked(*args, **kwargs):
+    raise RuntimeError("this sustainlab function is not available during this check: write the computation yourself.")
+
+
+@contextlib.contextmanager
+def unavailable(*functions):
+    """Within the block, calling any of ``functions`` raises, however the caller got hold of it.
+
+    How a checker enforces "an exercise is real work": the package function that would solve the exercise is made
+    unavailable while the learner's answer runs. The functions' code objects are swapped (not the module
+    attributes), so a name imported earlier with ``from sustainlab.<module> import ...`` is blocked as well. Only
+    plain Python functions without closures qualify.
+    """
+    saved = [f.__code__ for f in functions]
+    try:
+        for f in functions:
+            f.__code__ = _blocked.__code__
+        yield
+    finally:
+        for f, code in zip(functions, saved):
+            f.__code__ = code
 
 
 def _probe_rng(seed: int, exercise_id: str):

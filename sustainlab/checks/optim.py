@@ -11,43 +11,20 @@ fixed here, so a check never depends on another exercise's answer.
 
 **No delegation.** While the checkers of gd-1 to gd-3 call the learner's function, the package functions that
 would solve them (``optim.gradient_descent``, ``optim.logistic_grad``, ``optim.SGD``'s update) are made
-unavailable (:func:`_unavailable`: their code is swapped for one that raises, so a name bound by ``from sustainlab.optim
-import ...`` is caught too); gd-1's check also uses a learning rate of 0, which ``gradient_descent`` refuses. Each
+unavailable (:func:`._core.unavailable`: their code is swapped for one that raises, so a name bound by
+``from sustainlab.optim import ...`` is caught too); gd-1's check also uses a learning rate of 0, which ``gradient_descent`` refuses. Each
 exercise's ``wrong`` tuple holds such a delegating answer: ``tests/test_checks.py`` asserts that it fails and
 ``tests/test_optim.py`` that it would pass but for the block.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
+from ._core import unavailable as _unavailable
 
 __all__ = ["EXERCISES"]
-
-
-def _blocked(*args, **kwargs):
-    raise RuntimeError("this sustainlab.optim function is not available during this check: write the computation "
-                       "yourself.")
-
-
-@contextlib.contextmanager
-def _unavailable(*functions):
-    """Within the block, calling any of ``functions`` raises, however the caller got hold of it.
-
-    The functions' code objects are swapped (not the module attributes), so a name imported earlier with
-    ``from sustainlab.optim import ...`` is blocked as well. Only plain functions without closures qualify.
-    """
-    saved = [f.__code__ for f in functions]
-    try:
-        for f in functions:
-            f.__code__ = _blocked.__code__
-        yield
-    finally:
-        for f, code in zip(functions, saved):
-            f.__code__ = code
 
 
 def _expect_function(answer, exercise_id: str, name: str) -> None:
