@@ -67,6 +67,8 @@ __all__ = [
     "unavailable",
 ]
 
+#: What an exercise asks for (see :class:`Exercise`).
+EXERCISE_KINDS = ("build", "measure", "interpret")
 PASS_MARK = "✔"
 FAIL_MARK = "✘"
 #: Grading sets these in the kernel's environment: where to write evidence, and the probes' seed.
@@ -128,6 +130,10 @@ class Exercise:
         A hidden check: absent from the student copy, inserted when grading.
     answer : str, optional
         The notebook variable the check cell passes (e.g. ``"gd_step"``); grading writes a hidden check's cell from it.
+    kind : {"build", "measure", "interpret"}
+        What the exercise asks for (issue 16): *build* a function from scratch, *measure* something with the repeats
+        helper and return the figure, or *interpret*: choose a configuration, criterion or threshold that meets a
+        stated goal. The notebook's heading names it: ``### Exercise <id> (<kind>, <n> points)``.
     """
 
     id: str
@@ -138,8 +144,11 @@ class Exercise:
     compare: Callable[[list, list, list], str | None] | None = None
     hidden: bool = False
     answer: str | None = None
+    kind: str = "build"
 
     def __post_init__(self):
+        if self.kind not in EXERCISE_KINDS:
+            raise ValueError(f"exercise {self.id!r}: kind must be one of {EXERCISE_KINDS}, got {self.kind!r}.")
         if self.reference is None:
             raise ValueError(f"exercise {self.id!r}: reference is required.")
         if self.checker is None and self.probes is None:

@@ -532,6 +532,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="fair-4",
+        kind="measure",
         reference=_reference_gap_interval,
         probes=_fair4_probes,
         compare=_compare_interval,
@@ -546,6 +547,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="fair-5",
+        kind="interpret",
         reference=_reference_threshold,
         probes=_fair5_probes,
         compare=_compare_threshold,

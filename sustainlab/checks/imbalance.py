@@ -452,12 +452,14 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="smote-4",
+        kind="measure",
         checker=_check_cost,
         reference=_reference_cost,
         wrong=(_wrong_delegating_cost, _wrong_cost_blocked, _wrong_cost_typed_verdict),
     ),
     Exercise(
         id="smote-5",
+        kind="interpret",
         checker=None,
         reference=_reference_threshold,
         probes=_threshold_probes,

@@ -509,6 +509,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="gd-4",
+        kind="measure",
         checker=_check_measure_pair,
         reference=_reference_measure_pair,
         wrong=(_wrong_measure_back_to_back, _wrong_measure_inverted, _wrong_measure_one_verdict,
@@ -516,6 +517,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="gd-5",
+        kind="interpret",
         reference=_reference_cheapest_run,
         probes=_probes_cheapest_run,
         compare=_compare_cheapest_run,

@@ -349,6 +349,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="priv-3",
+        kind="measure",
         checker=_check_advantage,
         reference=_reference_advantage,
         wrong=(
@@ -383,6 +384,7 @@ EXERCISES: tuple[Exercise, ...] = (
     ),
     Exercise(
         id="priv-5",
+        kind="interpret",
         checker=_check_choice,
         reference=_reference_choice,
         wrong=(
