@@ -352,7 +352,7 @@ def _compare_interval(student, reference, probes) -> str | None:
                     "bootstrap of the gap puts it: what does one resample hold, is the gap recomputed on each one "
                     "(rather than built from per-group intervals), and which share of the gaps lies inside?")
     if [float(v) for v in student[2]] != [float(v) for v in student[0]]:
-        return "the same seed gave two different intervals: draw every resample from np.random.default_rng(seed)."
+        return "the same seed gave two different intervals: draw every resample from one generator made from the seed passed in."
     if [float(v) for v in student[3]] == [float(v) for v in student[0]]:
         return "another seed gave exactly the same interval: the resamples must come from the seed passed in."
     return None
