@@ -474,3 +474,63 @@ def test_block_flops_validate_their_arguments():
         att.block_flops_per_token(0, 10)
     with pytest.raises(TypeError, match="n_ctx"):
         att.block_flops_per_token(8, 2.5)
+
+
+# --- the chapter's exercises (sustainlab/checks/attention.py) against the package and torch -------------------------
+
+
+def test_exercise_references_agree_with_the_package_and_torch():
+    """The checks' references are independent code: each matches what the package (and torch) compute."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    from sustainlab.checks import attention as chapter_checks
+
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8)
+    mask = torch.rand(5, 7) > 0.4
+    mask[2] = False
+    eye = torch.eye(7).expand(2, 3, 7, 7)
+    _, weights = att.scaled_dot_product_attention(q, k, eye, attn_mask=mask, return_weights=True)
+    torch.testing.assert_close(chapter_checks._reference_weights()(q, k, mask), weights)
+    for n_q, n_k in ((1, 1), (1, 6), (3, 7), (5, 5)):
+        expected = causal_lower_right(n_q, n_k)._materialize()
+        assert torch.equal(chapter_checks._reference_causal()(n_q, n_k), expected)
+    for d, d_ff, n, causal in ((512, 2048, 4096, False), (64, 64, 900, True), (768, 3072, 2048, True)):
+        flops = att.block_flops_per_token(d, n, d_ff=d_ff, causal=causal)
+        assert chapter_checks._flops_per_token(d, d_ff, n, causal) == (flops["dense"], flops["attention"])
+
+
+@pytest.mark.parametrize("exercise_id, wrong", [("att-1", "_wrong_delegating_weights"),
+                                                ("att-1", "_wrong_delegating_torch_sdpa"),
+                                                ("att-2", "_wrong_delegating_causal"),
+                                                ("att-3", "_wrong_delegating_dominated"),
+                                                ("att-5", "_wrong_delegating_online")])
+def test_delegating_answers_fail_only_because_the_package_is_unavailable(exercise_id, wrong, monkeypatch):
+    """att-1, att-3 and att-5's delegating answers are otherwise right: the block is what fails them (not vacuous).
+    att-2's is wrong as well (the package's mask is top-left aligned), and fails either way."""
+    import contextlib
+
+    from sustainlab.checks import attention as chapter_checks
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    answer = getattr(chapter_checks, wrong)()
+    passed, hint = run_check(get_exercise(exercise_id), answer)
+    assert not passed and "not available during this check" in hint
+    monkeypatch.setattr(chapter_checks, "unavailable", lambda *functions: contextlib.nullcontext())
+    monkeypatch.setattr(chapter_checks, "_without_torch_attention", contextlib.nullcontext)
+    passed, hint = run_check(get_exercise(exercise_id), answer)
+    assert passed == (exercise_id != "att-2"), hint
+    if exercise_id == "att-2":
+        assert "newest query" in hint
+
+
+def test_blocking_torch_attention_restores_it():
+    from sustainlab.checks.attention import _without_torch_attention
+
+    original = F.scaled_dot_product_attention
+    with pytest.raises(ZeroDivisionError):
+        with _without_torch_attention():
+            with pytest.raises(RuntimeError, match="not available"):
+                F.scaled_dot_product_attention(torch.ones(1, 2), torch.ones(1, 2), torch.ones(1, 2))
+            1 / 0
+    assert F.scaled_dot_product_attention is original
