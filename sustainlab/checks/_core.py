@@ -65,6 +65,8 @@ __all__ = [
     "judge",
     "write_evidence",
     "unavailable",
+    "expect_function",
+    "interleaved_times",
 ]
 
 #: What an exercise asks for (see :class:`Exercise`).
@@ -176,6 +178,46 @@ def expect(condition: bool, hint: str) -> None:
     """Inside a checker: fail with ``hint`` unless ``condition`` holds."""
     if not condition:
         raise CheckFailed(hint)
+
+
+def expect_function(answer, exercise_id: str, name: str) -> None:
+    """Inside a checker: fail unless the learner passed a function (not the result of calling it)."""
+    expect(callable(answer), f'pass your function itself, e.g. check("{exercise_id}", {name}), not its result.')
+
+
+def interleaved_times(got, keys, repeats: int, fields, *, item: str = "configuration"):
+    """Inside a checker of a *measure* exercise: validate what the answer reports of its runs; return their times.
+
+    ``got`` must be a dict with ``"seconds"`` and ``"results"`` (each ``{key: [one value per round]}``) and the
+    exercise's own ``fields``. The checker's workloads return increasing sequence numbers, so ``"results"`` shows
+    the order the runs happened in: every key must run once in a round before any run of the next. Returns the
+    seconds as an array of shape ``(repeats, len(keys))``, validated positive and finite.
+    """
+    import numpy as np
+
+    names = ["seconds", "results", *fields]
+    expect(isinstance(got, dict), f"return a dict with keys {', '.join(repr(n) for n in names)}, got "
+                                  f"{type(got).__name__}.")
+    missing = set(names) - set(got)
+    expect(not missing, f"the dict lacks {sorted(missing)}.")
+    for what in ("seconds", "results"):
+        table = got[what]
+        expect(isinstance(table, dict) and set(table) == set(keys),
+               f"'{what}' must map each {item} ({', '.join(map(str, keys))}) to its list of runs.")
+        expect(all(isinstance(table[k], (list, tuple)) and len(table[k]) == repeats for k in keys),
+               f"with repeats = {repeats}, each {item} must have {repeats} runs in '{what}'.")
+    try:
+        order = np.array([[float(got["results"][k][r]) for k in keys] for r in range(repeats)])
+        times = np.array([[float(got["seconds"][k][r]) for k in keys] for r in range(repeats)])
+    except (TypeError, ValueError):
+        raise CheckFailed("'results' must hold what each run returned and 'seconds' each run's time, as "
+                          "numbers.") from None
+    expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
+           f"the runs were not interleaved: every {item} must run once in a round before any runs in the next round "
+           "(a machine that drifts would otherwise bias the comparison).")
+    expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number of "
+                                                                   "seconds.")
+    return times
 
 
 def expect_close(actual, expected, hint: str, *, rtol: float = 1e-6, atol: float = 1e-8) -> None:

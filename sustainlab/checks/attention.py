@@ -32,7 +32,8 @@ import types
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close, is_finite_number, unavailable
+from ._core import (CheckFailed, Exercise, Raised, compare_close, expect, expect_close, expect_function,
+                    interleaved_times, is_finite_number, unavailable)
 
 __all__ = ["EXERCISES"]
 
@@ -43,10 +44,6 @@ def _rand(*shape, seed=0, scale=1.0, dtype=None):
     g = torch.Generator().manual_seed(seed)
     out = torch.randn(*shape, generator=g) * scale
     return out if dtype is None else out.to(dtype)
-
-
-def _expect_function(answer, exercise_id: str, name: str) -> None:
-    expect(callable(answer), f'pass your function itself, e.g. check("{exercise_id}", {name}), not its result.')
 
 
 def _torch_blocked(*args, **kwargs):
@@ -90,7 +87,7 @@ def _reference_weights():
 def _check_weights(attention_weights) -> None:
     from .. import attention as att
 
-    _expect_function(attention_weights, "att-1", "attention_weights")
+    expect_function(attention_weights, "att-1", "attention_weights")
     with unavailable(att.scaled_dot_product_attention, att._naive_attention), _without_torch_attention():
         _check_weights_values(attention_weights)
 
@@ -292,7 +289,7 @@ def _check_causal(make_causal_mask) -> None:
 
     from .. import attention as att
 
-    _expect_function(make_causal_mask, "att-2", "make_causal_mask")
+    expect_function(make_causal_mask, "att-2", "make_causal_mask")
     with unavailable(att.causal_mask, bias.causal_lower_right):
         _check_causal_values(make_causal_mask)
 
@@ -378,7 +375,7 @@ _DOMINATED_CASES = (
 def _check_dominated(attention_dominated) -> None:
     from .. import attention as att
 
-    _expect_function(attention_dominated, "att-3", "attention_dominated")
+    expect_function(attention_dominated, "att-3", "attention_dominated")
     reference = _reference_dominated()
     with unavailable(att.block_flops_per_token, att.attention_crossover_length):
         for rows in _DOMINATED_CASES:
@@ -456,31 +453,11 @@ def _log_log_slope(lengths, seconds) -> float:
 
 
 def _check_exponent(fit_time_exponent) -> None:
-    _expect_function(fit_time_exponent, "att-4", "fit_time_exponent")
+    expect_function(fit_time_exponent, "att-4", "fit_time_exponent")
     for lengths, repeats in (((64, 128, 256), 5), ((100, 200, 400, 800), 6)):
         counter = iter(range(1, 10**6))
         got = fit_time_exponent(lambda N: next(counter), list(lengths), repeats)
-        expect(isinstance(got, dict), f"return a dict with keys 'seconds', 'results', 'exponent' and "
-                                      f"'round_exponents', got {type(got).__name__}.")
-        missing = {"seconds", "results", "exponent", "round_exponents"} - set(got)
-        expect(not missing, f"the dict lacks {sorted(missing)}.")
-        seconds, results = got["seconds"], got["results"]
-        for what, table in (("seconds", seconds), ("results", results)):
-            expect(isinstance(table, dict) and set(table) == set(lengths),
-                   f"'{what}' must map each length N ({', '.join(map(str, lengths))}) to its list of runs.")
-            expect(all(len(table[N]) == repeats for N in lengths),
-                   f"with repeats = {repeats}, each length must have {repeats} runs in '{what}'.")
-        try:
-            order = np.array([[float(results[N][r]) for N in lengths] for r in range(repeats)])
-            times = np.array([[float(seconds[N][r]) for N in lengths] for r in range(repeats)])
-        except (TypeError, ValueError):
-            raise CheckFailed("'results' must hold what each run(N) returned and 'seconds' each run's time, as "
-                              "numbers.") from None
-        expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
-               "the runs were not interleaved: every length must run once in a round before any runs in the next "
-               "round (a machine that drifts would otherwise bend the curve).")
-        expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number "
-                                                                       "of seconds.")
+        times = interleaved_times(got, lengths, repeats, ("exponent", "round_exponents"), item="length N")
         expect(is_finite_number(got["exponent"]), "'exponent' must be one number.")
         expect_close(got["exponent"], _log_log_slope(lengths, np.median(times, axis=0)),
                      "'exponent' is the slope of the least-squares line through log N and log t, with t each "
@@ -583,7 +560,7 @@ def _masked_softmax_values(scores, v):
 def _check_online(update) -> None:
     from .. import attention as att
 
-    _expect_function(update, "att-5", "online_update")
+    expect_function(update, "att-5", "online_update")
     with unavailable(att.online_softmax_update, att.chunked_attention, att._chunked_attention,
                      att._attend_query_block):
         _check_online_values(update)

@@ -22,13 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
+from ._core import expect_function, interleaved_times
 from ._core import unavailable as _unavailable
 
 __all__ = ["EXERCISES"]
-
-
-def _expect_function(answer, exercise_id: str, name: str) -> None:
-    expect(callable(answer), f'pass your function itself, e.g. check("{exercise_id}", {name}), not its result.')
 
 
 # ---------------------------------------------------------------------------------------------------------- gd-1
@@ -37,7 +34,7 @@ def _expect_function(answer, exercise_id: str, name: str) -> None:
 def _check_gd_step(gd_step) -> None:
     from .. import optim
 
-    _expect_function(gd_step, "gd-1", "gd_step")
+    expect_function(gd_step, "gd-1", "gd_step")
     with _unavailable(optim.gradient_descent):
         _check_gd_step_values(gd_step)
 
@@ -116,7 +113,7 @@ def _logistic_problem():
 def _check_logistic_gradient(logistic_gradient) -> None:
     from ..optim import check_gradient, logistic_grad, logistic_loss
 
-    _expect_function(logistic_gradient, "gd-2", "logistic_gradient")
+    expect_function(logistic_gradient, "gd-2", "logistic_gradient")
     theta, X, y = _logistic_problem()
     expected, expected_at_zero = logistic_grad(theta, X, y), logistic_grad(np.zeros(3), X, y)
     with _unavailable(logistic_grad):
@@ -165,7 +162,7 @@ def _probes_logistic(rng):
 def _check_momentum_step(momentum_step) -> None:
     from ..optim import SGD
 
-    _expect_function(momentum_step, "gd-3", "momentum_step")
+    expect_function(momentum_step, "gd-3", "momentum_step")
     with _unavailable(SGD._update):
         _check_momentum_values(momentum_step)
 
@@ -275,30 +272,10 @@ def _sequence_workloads(names):
 def _check_measure_pair(measure_pair) -> None:
     from ..evidence import verdict_from_ratios
 
-    _expect_function(measure_pair, "gd-4", "measure_pair")
+    expect_function(measure_pair, "gd-4", "measure_pair")
     for names, repeats in ((("GD", "momentum 0.9"), 5), (("slow", "fast"), 6)):
         got = measure_pair(_sequence_workloads(names), repeats)
-        expect(isinstance(got, dict), f"return a dict with keys 'seconds', 'results', 'ratios' and 'verdict', got "
-                                      f"{type(got).__name__}.")
-        missing = {"seconds", "results", "ratios", "verdict"} - set(got)
-        expect(not missing, f"the dict lacks {sorted(missing)}.")
-        seconds, results = got["seconds"], got["results"]
-        for what, table in (("seconds", seconds), ("results", results)):
-            expect(isinstance(table, dict) and set(table) == set(names),
-                   f"'{what}' must map each configuration's name ({', '.join(names)}) to its list of runs.")
-            expect(all(len(table[n]) == repeats for n in names),
-                   f"with repeats = {repeats}, each configuration must have {repeats} runs in '{what}'.")
-        try:
-            order = np.array([[float(results[n][r]) for n in names] for r in range(repeats)])
-            times = np.array([[float(seconds[n][r]) for n in names] for r in range(repeats)])
-        except (TypeError, ValueError):
-            raise CheckFailed("'results' must hold what each run returned and 'seconds' each run's time, as "
-                              "numbers.") from None
-        expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
-               "the runs were not interleaved: every configuration must run once in a round before any runs in the "
-               "next round (a machine that drifts would otherwise favour one of them).")
-        expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number "
-                                                                       "of seconds.")
+        times = interleaved_times(got, names, repeats, ("ratios", "verdict"))
         ratios = np.asarray(got["ratios"], dtype=float)
         expect(ratios.shape == (repeats,), f"return one paired ratio per round ({repeats}), got shape {ratios.shape}.")
         expect_close(ratios, times[:, 1] / times[:, 0],
