@@ -133,8 +133,9 @@ def causal_mask(n_q: int, n_k: int | None = None, device=None) -> torch.Tensor:
     """Boolean causal mask of shape ``(n_q, n_k)``: ``True`` where query ``i`` may attend to key ``j`` (``j <= i``).
 
     Top-left aligned like torch's ``is_causal``: right for a whole sequence (``n_q == n_k``), not for the new queries
-    of a decoder with a KV cache, which need the bottom-right version that ``notebooks/02_attention.ipynb`` builds in
-    *Exercise att-2* (torch's ``torch.nn.attention.bias.causal_lower_right``).
+    of a decoder with a KV cache, which need the bottom-right version (torch's
+    ``torch.nn.attention.bias.causal_lower_right``) built in ``notebooks/02_attention.ipynb``, *Exercise att-2 (build,
+    1 point): the causal mask, with a cache*.
 
     Examples
     --------
@@ -232,7 +233,7 @@ def online_softmax_update(m, l, acc, scores_block, v_block):
     The state for each query row is the running maximum ``m`` of the scores seen so far, the running sum
     ``l = Σ exp(s - m)`` and the running weighted sum ``acc = Σ exp(s - m)·v``. When a block raises the maximum, the old
     sum and accumulator are rescaled by ``exp(m_old - m_new)``; the final output is ``acc / l``. Taught in
-    ``notebooks/02_attention.ipynb``, *Exercise att-5: the online-softmax update*.
+    ``notebooks/02_attention.ipynb``, *Exercise att-5 (build, 2 points): the online-softmax update*.
 
     Parameters
     ----------

@@ -215,7 +215,7 @@ def _smote_resample(X, y, strategy, k, rng):
 def minority_neighbors(X_class, k_neighbors=5):
     """Indices of the ``k_neighbors`` nearest neighbours of each row of ``X_class`` among the other rows.
 
-    SMOTE's neighbour search, taught in ``notebooks/03_smote.ipynb`` (*Exercise smote-2 (2 points, build): the
+    SMOTE's neighbour search, taught in ``notebooks/03_smote.ipynb`` (*Exercise smote-2 (build, 2 points): the
     neighbour search*): Euclidean distance, one class at a time, each sample excluded from its own neighbours.
 
     Parameters
