@@ -354,7 +354,6 @@ def synthetic_hourly_intensity(countries: Sequence[str], *, hours: int = 48, see
     return pd.DataFrame(columns, index=pd.RangeIndex(hours, name="hour"))
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # Measuring a block
 # --------------------------------------------------------------------------------------------------------------------
