@@ -43,8 +43,10 @@ __all__ = [
     "Measurement",
     "Meter",
     "measure",
+    "measure_call",
     "carbon_intensity",
     "carbon_intensity_table",
+    "synthetic_hourly_intensity",
     "how_energy_is_measured",
     "Footprint",
     "estimate_footprint",
@@ -294,6 +296,62 @@ def carbon_intensity_table(countries: Sequence[str] | None = None):
         for code in codes
     ]
     return pd.DataFrame(rows).sort_values(["g_per_kwh", "country_iso_code"], ignore_index=True)
+
+
+def synthetic_hourly_intensity(countries: Sequence[str], *, hours: int = 48, seed: int = 0):
+    """A **made-up** hourly carbon intensity (g CO₂e/kWh) per country, built around its yearly average: for exercises.
+
+    Real hourly figures come from grid operators or services such as Electricity Maps, which an offline course
+    cannot call. This table only has their typical shape: each country's yearly average (:func:`carbon_intensity`)
+    times a daily cycle with a midday solar dip and an evening peak of random depth, and a slow random drift (wind,
+    imports). Nothing here is data about any real day.
+
+    Parameters
+    ----------
+    countries : sequence of str
+        ISO 3166-1 alpha-3 codes (at least one), one column each, in this order.
+    hours : int, default 48
+        Rows, one per hour from hour 0 (at least 1).
+    seed : int, default 0
+        Same seed, same table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``hour`` (0, 1, …), one column per country, every value positive.
+
+    Raises
+    ------
+    ValueError
+        No country, an unknown code, a repeated code, or ``hours`` < 1.
+
+    Examples
+    --------
+    >>> day = synthetic_hourly_intensity(["FRA", "DEU"], hours=24, seed=1)
+    >>> day.shape, bool((day > 0).all().all())
+    ((24, 2), True)
+    """
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(countries, str) or not isinstance(countries, Sequence) or len(countries) == 0:
+        raise ValueError(f"countries must be a non-empty sequence of ISO codes, got {countries!r}.")
+    codes = [_check_country(c, "countries") for c in countries]
+    if len(set(codes)) != len(codes):
+        raise ValueError(f"countries must not repeat a code, got {list(countries)!r}.")
+    hours = check_scalar(hours, "hours", min_value=1, integer=True)
+    seed = check_scalar(seed, "seed", min_value=0, integer=True)
+    rng = np.random.default_rng(seed)
+    clock = np.arange(hours) % 24
+    solar_bump = np.exp(-(((clock - 13) / 3.0) ** 2))
+    evening_bump = np.exp(-(((clock - 19) / 2.0) ** 2))
+    columns = {}
+    for code in codes:
+        solar, evening = rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.3)
+        drift = np.cumsum(rng.normal(0.0, 0.04, size=hours))  # a slow random walk, in log space
+        shape = (1 - solar * solar_bump + evening * evening_bump) * np.exp(drift - drift.mean())
+        columns[code] = carbon_intensity(code) * np.maximum(shape, 0.05)
+    return pd.DataFrame(columns, index=pd.RangeIndex(hours, name="hour"))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -749,6 +807,24 @@ def measure(
         interval_s=interval_s,
         output_dir=output_dir,
     )
+
+
+def measure_call(func: Callable[[], Any], label: str = "run") -> tuple[float, Any]:
+    """Call ``func()`` once inside :func:`measure` and return ``(energy in joules, what func returned)``.
+
+    The meter the chapter's measure exercise hands to the learner's function: one measured run, nothing else.
+
+    Examples
+    --------
+    >>> joules, result = measure_call(lambda: sum(range(1000)))
+    >>> result, joules >= 0
+    (499500, True)
+    """
+    if not callable(func):
+        raise TypeError(f"func must be a function of no arguments, got {type(func).__name__}.")
+    with measure(label) as measurement:
+        result = func()
+    return measurement.energy_j, result
 
 
 def how_energy_is_measured() -> str:

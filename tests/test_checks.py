@@ -41,7 +41,7 @@ def test_every_wrong_answer_fails_with_a_hint(exercise: Exercise):
 
 #: Chapters whose visible exercises follow issue 16's rule (an answer that just calls the package must fail): all but
 #: the welcome notebook's one exercise. Exemptions name their reason.
-DELEGATION_RULE_CHAPTERS = ("gd", "att", "smote", "fair", "priv")
+DELEGATION_RULE_CHAPTERS = ("gd", "att", "smote", "fair", "energy", "priv")
 DELEGATION_EXEMPT = {"priv-5": "interpret: choose a setting from a table; no sustainlab function makes the choice"}
 RULED = [e for e in EXERCISES if e.id.split("-")[0] in DELEGATION_RULE_CHAPTERS and not e.hidden
          and e.id not in DELEGATION_EXEMPT]

@@ -624,3 +624,197 @@ MORE_BAD_INPUT = [
 def test_more_bad_input_is_rejected_clearly(call, error, message, no_location):
     with pytest.raises(error, match=message):
         call()
+
+
+# -- synthetic hourly intensity and the meter of the measure exercise ------------------------------------------------
+
+
+def test_synthetic_hourly_intensity_is_seeded_positive_and_around_the_yearly_average():
+    day = energy.synthetic_hourly_intensity(["FRA", "POL"], hours=72, seed=3)
+    assert list(day.columns) == ["FRA", "POL"] and list(day.index) == list(range(72)) and day.index.name == "hour"
+    assert (day > 0).all().all()
+    assert day.equals(energy.synthetic_hourly_intensity(["FRA", "POL"], hours=72, seed=3))
+    assert not day.equals(energy.synthetic_hourly_intensity(["FRA", "POL"], hours=72, seed=4))
+    for code in day.columns:  # a daily cycle around the country's own figure, not another country's
+        assert 0.3 < day[code].mean() / carbon_intensity(code) < 1.7
+    assert day["FRA"].max() < day["POL"].min()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: energy.synthetic_hourly_intensity([]), "non-empty sequence"),
+    (lambda: energy.synthetic_hourly_intensity("FRA"), "non-empty sequence"),
+    (lambda: energy.synthetic_hourly_intensity(["FRA", "FRA"]), "must not repeat"),
+    (lambda: energy.synthetic_hourly_intensity(["Atlantis"]), "Atlantis"),
+    (lambda: energy.synthetic_hourly_intensity(["FRA"], hours=0), "hours must be >= 1"),
+])
+def test_synthetic_hourly_intensity_rejects_bad_input_clearly(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_measure_call_returns_the_blocks_energy_and_the_result():
+    joules, result = energy.measure_call(lambda: _busy(0.05), label="busy")
+    assert result > 0 and joules > 0 and math.isfinite(joules)
+    with pytest.raises(TypeError, match="func must be a function"):
+        energy.measure_call(3)
+
+
+# -- the chapter's exercise checks (energy-1 … energy-4, energy-1-hidden) --------------------------------------------
+
+
+def _chapter_notebook_check_cells():
+    import nbformat
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "05_energy.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    return nb, [c for c in nb.cells if c.cell_type == "code" and "sustainlab" in c.metadata]
+
+
+def test_notebook_check_cells_headings_and_kinds_match_the_registry():
+    """Each check cell names a registry exercise; its heading states the registry's kind and the cell's points."""
+    import re
+
+    from sustainlab.checks import registry
+
+    nb, cells = _chapter_notebook_check_cells()
+    meta = [c.metadata["sustainlab"] for c in cells]
+    assert [m["check"] for m in meta if not m.get("hidden")] == ["energy-1", "energy-2", "energy-3", "energy-4"]
+    assert [m["check"] for m in meta if m.get("hidden")] == ["energy-1-hidden"]
+    hidden_at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("sustainlab", {}).get("hidden"))
+    assert nb.cells[hidden_at - 1].metadata["sustainlab"]["check"] == "energy-1", "the hidden check follows energy-1"
+    assert registry()["energy-1-hidden"].hidden and registry()["energy-1-hidden"].answer == "footprint_kg"
+    headings = {m.group(1): (m.group(2), int(m.group(3)))
+                for c in nb.cells if c.cell_type == "markdown"
+                for m in re.finditer(r"^### Exercise (\S+) \((\w+), (\d+) points?\)$", c.source, re.M)}
+    for m in meta:
+        if not m.get("hidden"):
+            assert headings[m["check"]] == (registry()[m["check"]].kind, m["points"]), m["check"]
+    answers = [c.metadata["sustainlab"] for c in nb.cells if c.cell_type == "markdown" and "sustainlab" in c.metadata]
+    assert [(a["answer"], a["points"], bool(a["rubric"])) for a in answers] == [("energy-w1", 2, True)]
+
+
+def test_questionnaire_has_five_to_ten_questions_with_one_answer_each():
+    nb, _ = _chapter_notebook_check_cells()
+    at = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Questionnaire"))
+    questions = [line for line in nb.cells[at].source.splitlines() if line.startswith("- ")]
+    answers_cell = nb.cells[at + 1]
+    assert answers_cell.source.startswith("def questionnaire_answers():")
+    assert "### BEGIN SOLUTION" in answers_cell.source and "### END SOLUTION" in answers_cell.source
+    namespace = {}
+    exec(answers_cell.source, namespace)
+    assert 5 <= len(questions) <= 10 and len(namespace["questionnaire_answers"]()) == len(questions)
+    assert nb.cells[at + 2].source.startswith("## Further research")
+
+
+@pytest.mark.parametrize("exercise_id", ["energy-1", "energy-2", "energy-3", "energy-4", "energy-1-hidden"])
+def test_chapter_checks_accept_the_reference_and_give_each_wrong_answer_a_real_hint(exercise_id):
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    exercise = get_exercise(exercise_id)
+    for seed in (0, 1, 2):  # the public seed and two grading seeds
+        assert run_check(exercise, exercise.reference(), seed) == (True, "")
+    hints = [run_check(exercise, wrong())[1] for wrong in exercise.wrong if "delegating" not in wrong.__name__]
+    assert all(hints) and len(set(hints)) >= 3
+    assert not any("Error" in hint for hint in hints if "raised ValueError for phases" not in hint)
+
+
+def test_footprint_delegating_answer_fails_only_because_the_package_is_unavailable(monkeypatch):
+    """energy-1's delegating answer is otherwise right: blocking estimate_footprint is what fails it (not vacuous)."""
+    import contextlib
+
+    from sustainlab.checks import energy as chapter_checks
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    answer = chapter_checks._wrong_delegating_footprint()
+    passed, hint = run_check(get_exercise("energy-1"), answer)
+    assert not passed and "not available during this check" in hint
+    assert estimate_footprint(hours=1, n_devices=1, device_power_w=1000, carbon_intensity_kg_per_kwh=1).energy_kwh == 1
+    monkeypatch.setattr(chapter_checks, "_unavailable", lambda *functions: contextlib.nullcontext())
+    assert run_check(get_exercise("energy-1"), answer) == (True, "")
+
+
+@pytest.mark.parametrize("exercise_id, wrong, words", [
+    ("energy-2", "_wrong_delegating_greenest_grid", "PUE"),
+    ("energy-3", "_wrong_delegating_yearly_average", "yearly average"),
+    ("energy-4", "_wrong_delegating_compare_interleaved", "got Comparison"),
+    ("energy-4", "_wrong_delegating_energy_ratios", "per 1,000 predictions"),
+])
+def test_delegating_answers_fail_where_the_package_does_not_apply(exercise_id, wrong, words):
+    """The package ranks grids, averages a year, measures raw runs: each answer built on it alone misses the point."""
+    from sustainlab.checks import energy as chapter_checks
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    passed, hint = run_check(get_exercise(exercise_id), getattr(chapter_checks, wrong)())
+    assert not passed and words in hint
+
+
+def _footprint_for_the_visible_check_only(phases, n_gpus, pue, grid_g_per_kwh):
+    """Right for lists of pairs and at least one GPU (all that energy-1 shows), wrong for arrays and zero GPUs."""
+    if not phases:
+        return 0.0
+    return sum(h * w for h, w in phases) / 1000 * max(n_gpus, 1) * pue * grid_g_per_kwh / 1000
+
+
+@pytest.mark.parametrize("answer, words", [
+    ("_wrong_footprint_truthiness", "raised ValueError for phases given as a NumPy array"),
+    ("_wrong_footprint_whole_hours", "fractions of an hour were dropped"),
+    ("_wrong_footprint_at_least_one_gpu", "on zero GPUs nothing runs"),
+    ("_wrong_footprint_tailored", "tailored to the visible check"),
+])
+def test_hidden_check_says_what_it_caught(answer, words):
+    from sustainlab.checks import energy as chapter_checks
+    from sustainlab.checks import get_exercise
+    from sustainlab.checks._core import run_check
+
+    passed, hint = run_check(get_exercise("energy-1-hidden"), getattr(chapter_checks, answer)())
+    assert not passed and words in hint
+
+
+def test_hidden_check_catches_an_answer_that_passes_the_visible_check(capsys):
+    from sustainlab.checks import check
+
+    check("energy-1", _footprint_for_the_visible_check_only)
+    assert capsys.readouterr().out == "✔ energy-1 passed\n"
+    _, cells = _chapter_notebook_check_cells()
+    (cell,) = [c for c in cells if c.metadata["sustainlab"]["check"] == "energy-1-hidden"]
+    exec(cell.source, {"footprint_kg": _footprint_for_the_visible_check_only})
+    assert capsys.readouterr().out.startswith("✘ energy-1-hidden: ")
+
+
+def test_measure_check_needs_the_meters_figures_interleaved_and_normalised():
+    """energy-4 is checked structurally: the scripted meter's joules show the order of the runs and the scaling."""
+    from sustainlab.checks import energy as chapter_checks
+
+    scenario, repeats = chapter_checks._METER_SCENARIOS[0]
+    models, meter = chapter_checks._scripted_models(scenario)
+    got = chapter_checks._reference_per_1000()(models, repeats, meter)
+    teacher, student = (got["per_1000"][n] for n in scenario)
+    assert all(s < t for s, t in zip(student, teacher)), "the student is cheaper per prediction"
+    assert got["verdict"] == "cheaper"
+    models, meter = chapter_checks._scripted_models(scenario)
+    assert meter(models["student"])[0] > meter(models["teacher"])[0], "though dearer per run"
+    with pytest.raises(ValueError, match="one of the models' functions"):
+        meter(lambda: 3)
+
+
+def test_hints_do_not_give_the_formula():
+    """A hint says where to look, never the expression that solves the exercise."""
+    import ast
+    import inspect
+
+    from sustainlab.checks import energy as chapter_checks
+
+    tree = ast.parse(inspect.getsource(chapter_checks))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    strings = " ".join(node.value for node in ast.walk(tree)
+                       if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings)
+    assert "not interleaved" in strings and "PUE" in strings  # the hints are there
+    for expression in ["* pue", "× PUE", "× grid", "/ 1000", "multipl", "hours * watts", "joules / predictions",
+                       "convolve", "energy × PUE", "sum("]:
+        assert expression not in strings, expression

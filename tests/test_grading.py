@@ -51,8 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WELCOME = ROOT / "notebooks" / "00_welcome.ipynb"
 TINY = "90_tiny.ipynb"
 GD = "import numpy as np\n\ndef gd_step(theta, grad, lr):\n    ### BEGIN SOLUTION\n    return theta - lr * grad\n    ### END SOLUTION"
-FOOT = ("def footprint_kg(hours, n_gpus, gpu_watts, pue, grid_g_per_kwh):\n    ### BEGIN SOLUTION\n"
-        "    return n_gpus * gpu_watts / 1000 * hours * pue * grid_g_per_kwh / 1000\n    ### END SOLUTION")
+FOOT = ("def footprint_kg(phases, n_gpus, pue, grid_g_per_kwh):\n    ### BEGIN SOLUTION\n"
+        "    return sum(h * w for h, w in phases) / 1000 * n_gpus * pue * grid_g_per_kwh / 1000\n    ### END SOLUTION")
 
 
 def _check(cid, answer, points=1, hidden=False, count=2):
@@ -495,7 +495,8 @@ STRANGE = 'Zoë van Dijk, "the 2nd"'
 NOT_UTF8 = os.fsdecode(b"stud\xe9nt")
 FORMULA = '=HYPERLINK("evil")'
 GD_OK = "import numpy as np\n\ndef gd_step(theta, grad, lr):\n    return theta - lr * grad"
-FOOT_OK = "def footprint_kg(hours, n_gpus, gpu_watts, pue, grid_g_per_kwh):\n    return n_gpus * gpu_watts / 1000 * hours * pue * grid_g_per_kwh / 1000"
+FOOT_OK = ("def footprint_kg(phases, n_gpus, pue, grid_g_per_kwh):\n"
+           "    return sum(h * w for h, w in phases) / 1000 * n_gpus * pue * grid_g_per_kwh / 1000")
 SOLVED = {"import numpy": GD_OK, "def footprint_kg": FOOT_OK}
 FULL = {"gd-1": ("passed", 1), "gd-1-hidden": ("passed", 2), "energy-1": ("passed", 1)}
 ZERO = None  # every check scored 0, none passed
