@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from sustainlab import energy
-from sustainlab.datasets import load_digits_tensors
 from sustainlab.optim import make_loader, make_mlp
 from sustainlab.energy import (
     PUBLISHED_ESTIMATES,

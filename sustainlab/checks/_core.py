@@ -67,6 +67,7 @@ __all__ = [
     "unavailable",
     "expect_function",
     "interleaved_times",
+    "expect_paired_verdict",
 ]
 
 #: What an exercise asks for (see :class:`Exercise`).
@@ -218,6 +219,27 @@ def interleaved_times(got, keys, repeats: int, fields, *, item: str = "configura
     expect(bool(np.all(np.isfinite(times)) and np.all(times > 0)), "every run's time must be a positive number of "
                                                                    "seconds.")
     return times
+
+
+def expect_paired_verdict(got, figures, repeats: int, *, item: str = "configuration", what: str = "time") -> None:
+    """Inside a checker of a *measure* exercise: ``got["ratios"]`` and ``got["verdict"]`` follow from ``figures``.
+
+    ``figures`` has shape ``(repeats, 2)``: the reference's and the other's figure in each round. The ratios must be
+    the paired ones (round by round, the second over the first) and the verdict the chapter's rule on them
+    (:func:`sustainlab.evidence.verdict_from_ratios`).
+    """
+    import numpy as np
+
+    from ..evidence import verdict_from_ratios
+
+    ratios = np.asarray(got["ratios"], dtype=float)
+    expect(ratios.shape == (repeats,), f"return one paired ratio per round ({repeats}), got shape {ratios.shape}.")
+    expect_close(ratios, figures[:, 1] / figures[:, 0],
+                 f"a paired ratio compares the two {item}s *within one round*: the second {item}'s {what} over the "
+                 "first's (the reference), round by round.", rtol=1e-9)
+    expect(got["verdict"] == verdict_from_ratios(ratios),
+           "the verdict does not follow from your ratios: a difference counts only when every round agrees on its "
+           "direction (use the chapter's verdict rule).")
 
 
 def expect_close(actual, expected, hint: str, *, rtol: float = 1e-6, atol: float = 1e-8) -> None:

@@ -28,14 +28,11 @@ import math
 
 import numpy as np
 
-from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close, is_finite_number
+from ._core import (CheckFailed, Exercise, Raised, compare_close, expect, expect_close, expect_function,
+                    expect_paired_verdict, is_finite_number)
 from ._core import unavailable as _unavailable
 
 __all__ = ["EXERCISES"]
-
-
-def _expect_function(answer, exercise_id: str, name: str) -> None:
-    expect(callable(answer), f'pass your function itself, e.g. check("{exercise_id}", {name}), not its result.')
 
 
 # energy-1: a training run's footprint from its phases ---------------------------------------------------------------
@@ -52,7 +49,7 @@ def _reference_footprint():
 def _check_footprint(footprint_kg) -> None:
     from .. import energy
 
-    _expect_function(footprint_kg, "energy-1", "footprint_kg")
+    expect_function(footprint_kg, "energy-1", "footprint_kg")
     with _unavailable(energy.estimate_footprint):
         _check_footprint_values(footprint_kg)
 
@@ -227,7 +224,7 @@ _REGION_CASES = (
 
 
 def _check_greenest_region(greenest_region) -> None:
-    _expect_function(greenest_region, "energy-2", "greenest_region")
+    expect_function(greenest_region, "energy-2", "greenest_region")
     reference = _reference_greenest_region()
     for job_kwh, options in _REGION_CASES:
         got = greenest_region(job_kwh, dict(options))
@@ -312,9 +309,7 @@ def _meter_call_index(per_1000: float, predictions: int, base: float) -> float:
 
 
 def _check_per_1000(per_1000_predictions) -> None:
-    from ..evidence import verdict_from_ratios
-
-    _expect_function(per_1000_predictions, "energy-4", "per_1000_predictions")
+    expect_function(per_1000_predictions, "energy-4", "per_1000_predictions")
     for scenario, repeats in _METER_SCENARIOS:
         names = list(scenario)
         models, meter = _scripted_models(scenario)
@@ -343,14 +338,7 @@ def _check_per_1000(per_1000_predictions) -> None:
         expect(all(order[r].max() < order[r + 1].min() for r in range(repeats - 1)),
                "the runs were not interleaved: each model must run once in a round before any runs in the next "
                "round (a machine that drifts would otherwise favour one of them).")
-        ratios = np.asarray(got["ratios"], dtype=float)
-        expect(ratios.shape == (repeats,), f"return one paired ratio per round ({repeats}), got shape {ratios.shape}.")
-        expect_close(ratios, figures[:, 1] / figures[:, 0],
-                     "a paired ratio compares the two models *within one round*, per 1,000 predictions: the second "
-                     "model's figure over the first's (the reference), round by round.", rtol=1e-9)
-        expect(got["verdict"] == verdict_from_ratios(ratios),
-               "the verdict does not follow from your ratios: a difference counts only when every round agrees on "
-               "its direction (use the chapter's verdict rule).")
+        expect_paired_verdict(got, figures, repeats, item="model", what="figure per 1,000 predictions")
 
 
 def _reference_per_1000():

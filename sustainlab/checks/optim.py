@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import CheckFailed, Exercise, Raised, compare_close, expect, expect_close
-from ._core import expect_function, interleaved_times
+from ._core import expect_function, expect_paired_verdict, interleaved_times
 from ._core import unavailable as _unavailable
 
 __all__ = ["EXERCISES"]
@@ -270,20 +270,11 @@ def _sequence_workloads(names):
 
 
 def _check_measure_pair(measure_pair) -> None:
-    from ..evidence import verdict_from_ratios
-
     expect_function(measure_pair, "gd-4", "measure_pair")
     for names, repeats in ((("GD", "momentum 0.9"), 5), (("slow", "fast"), 6)):
         got = measure_pair(_sequence_workloads(names), repeats)
         times = interleaved_times(got, names, repeats, ("ratios", "verdict"))
-        ratios = np.asarray(got["ratios"], dtype=float)
-        expect(ratios.shape == (repeats,), f"return one paired ratio per round ({repeats}), got shape {ratios.shape}.")
-        expect_close(ratios, times[:, 1] / times[:, 0],
-                     "a paired ratio compares the two configurations *within one round*: the second configuration's "
-                     "time over the first's (the reference), round by round.", rtol=1e-9)
-        expect(got["verdict"] == verdict_from_ratios(ratios),
-               "the verdict does not follow from your ratios: a difference counts only when every round agrees on "
-               "its direction (use the chapter's verdict rule).")
+        expect_paired_verdict(got, times, repeats)
 
 
 def _reference_measure_pair():
