@@ -307,7 +307,7 @@ def _ev(cid, answer, seed=3):
 
 RIGHT = get_exercise("gd-1").reference()
 UPHILL = get_exercise("gd-1").wrong[0]()
-FOOT_OK = get_exercise("energy-1").reference()
+FOOT_REFERENCE = get_exercise("energy-1").reference()
 ERROR_JUNIT = b"""<testsuites><testsuite><testcase name="Cell 0"><failure>Cell execution caused an exception
 RuntimeError: oops</failure></testcase><testcase name="Cell 1"><failure>Cell execution caused an exception
 NameError: name 'gd_step' is not defined</failure></testcase><testcase name="Cell 4"/></testsuite></testsuites>"""
@@ -316,7 +316,8 @@ NameError: name 'gd_step' is not defined</failure></testcase><testcase name="Cel
 @pytest.mark.parametrize(
     "evidence, junit, killed, expected",
     [
-        ({"gd-1": _ev("gd-1", RIGHT), "gd-1-hidden": _ev("gd-1-hidden", RIGHT), "energy-1": _ev("energy-1", FOOT_OK)},
+        ({"gd-1": _ev("gd-1", RIGHT), "gd-1-hidden": _ev("gd-1-hidden", RIGHT),
+          "energy-1": _ev("energy-1", FOOT_REFERENCE)},
          None, False, [("passed", 1), ("passed", 2), ("passed", 1)]),
         ({"gd-1": _ev("gd-1", UPHILL), "gd-1-hidden": _ev("gd-1-hidden", UPHILL)}, ERROR_JUNIT, False,
          [("failed", 0), ("failed", 0), ("passed", 0)]),
