@@ -517,19 +517,18 @@ def test_delegating_answers_fail_only_because_the_package_is_unavailable(exercis
     passed, hint = run_check(get_exercise(exercise_id), answer)
     assert not passed and "not available during this check" in hint
     monkeypatch.setattr(chapter_checks, "unavailable", lambda *functions: contextlib.nullcontext())
-    monkeypatch.setattr(chapter_checks, "_without_torch_attention", contextlib.nullcontext)
     passed, hint = run_check(get_exercise(exercise_id), answer)
     assert passed == (exercise_id != "att-2"), hint
     if exercise_id == "att-2":
         assert "newest query" in hint
 
 
-def test_blocking_torch_attention_restores_it():
-    from sustainlab.checks.attention import _without_torch_attention
+def test_unavailable_blocks_a_builtin_attribute_and_restores_it():
+    from sustainlab.checks._core import unavailable
 
     original = F.scaled_dot_product_attention
     with pytest.raises(ZeroDivisionError):
-        with _without_torch_attention():
+        with unavailable((F, "scaled_dot_product_attention")):
             with pytest.raises(RuntimeError, match="not available"):
                 F.scaled_dot_product_attention(torch.ones(1, 2), torch.ones(1, 2), torch.ones(1, 2))
             1 / 0

@@ -539,22 +539,38 @@ def _blocked(*args, **kwargs):
 
 
 @contextlib.contextmanager
-def unavailable(*functions):
-    """Within the block, calling any of ``functions`` raises, however the caller got hold of it.
+def unavailable(*targets):
+    """Within the block, calling any of ``targets`` raises, however the caller got hold of it.
 
     How a checker enforces "an exercise is real work": the package function that would solve the exercise is made
-    unavailable while the learner's answer runs. The functions' code objects are swapped (not the module
-    attributes), so a name imported earlier with ``from sustainlab.<module> import ...`` is blocked as well. Only
-    plain Python functions without closures qualify.
+    unavailable while the learner's answer runs. A target is either a plain Python function without closures, whose
+    code object is swapped (not the module attribute), so a name imported earlier with ``from sustainlab.<module>
+    import ...`` is blocked as well; or a ``(namespace, "name")`` pair for a built-in, such as
+    ``(torch.nn.functional, "scaled_dot_product_attention")``, whose attribute is replaced for the duration (a name
+    bound to it earlier escapes: built-ins have no code to swap).
     """
-    saved = [f.__code__ for f in functions]
+    functions = [t for t in targets if not isinstance(t, tuple)]
+    attributes = [t for t in targets if isinstance(t, tuple)]
+    saved_code = [f.__code__ for f in functions]
+    saved_attributes = [getattr(namespace, name) for namespace, name in attributes]
     try:
         for f in functions:
             f.__code__ = _blocked.__code__
+        for namespace, name in attributes:
+            setattr(namespace, name, _blocked_attribute(f"{namespace.__name__}.{name}"))
         yield
     finally:
-        for f, code in zip(functions, saved):
+        for f, code in zip(functions, saved_code):
             f.__code__ = code
+        for (namespace, name), value in zip(attributes, saved_attributes):
+            setattr(namespace, name, value)
+
+
+def _blocked_attribute(qualified_name: str):
+    def blocked(*args, **kwargs):
+        raise RuntimeError(f"{qualified_name} is not available during this check: write the computation yourself.")
+
+    return blocked
 
 
 def _probe_rng(seed: int, exercise_id: str):

@@ -14,7 +14,7 @@
   very large scores).
 
 **No delegation.** While a checker calls the learner's answer, the functions that would solve the exercise are made
-unavailable (:func:`._core.unavailable` swaps their code, so names imported earlier are blocked too; torch's fused
+unavailable (:func:`._core.unavailable` swaps their code, so names imported earlier are blocked too; torch's built-in
 ``F.scaled_dot_product_attention``, which would give att-1's weights with identity values, is swapped out of
 ``torch.nn.functional`` for the duration): ``att.scaled_dot_product_attention`` (att-1), ``att.causal_mask`` and
 torch's ``causal_lower_right`` (att-2; both would also give the top-left mask, which the check rejects),
@@ -26,7 +26,6 @@ torch's ``causal_lower_right`` (att-2; both would also give the top-left mask, w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import types
 
@@ -46,23 +45,6 @@ def _rand(*shape, seed=0, scale=1.0, dtype=None):
     return out if dtype is None else out.to(dtype)
 
 
-def _torch_blocked(*args, **kwargs):
-    raise RuntimeError("torch's fused attention is not available during this check: write the computation yourself.")
-
-
-@contextlib.contextmanager
-def _without_torch_attention():
-    """``torch.nn.functional.scaled_dot_product_attention`` (a built-in, so not swappable by code) raises meanwhile."""
-    import torch.nn.functional as F
-
-    saved = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = _torch_blocked
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = saved
-
-
 def _copy_of(function):
     """A copy of a package function that keeps working while the original is blocked (for references only)."""
     return types.FunctionType(function.__code__, function.__globals__, function.__name__, function.__defaults__,
@@ -72,23 +54,30 @@ def _copy_of(function):
 # ---------------------------------------------------------------------------------------------------------- att-1
 
 
-def _reference_weights():
+def _softmax_or_zero(scores):
+    """Softmax over the last axis; a row of -inf only (a query with no allowed key) gives zeros, not NaN."""
     import torch
 
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+
+
+def _reference_weights():
     def attention_weights(q, k, mask=None):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)  # a row with no allowed key: all zero
+        return _softmax_or_zero(scores)
 
     return attention_weights
 
 
 def _check_weights(attention_weights) -> None:
+    import torch.nn.functional as F
+
     from .. import attention as att
 
     expect_function(attention_weights, "att-1", "attention_weights")
-    with unavailable(att.scaled_dot_product_attention, att._naive_attention), _without_torch_attention():
+    with unavailable(att.scaled_dot_product_attention, att._naive_attention, (F, "scaled_dot_product_attention")):
         _check_weights_values(attention_weights)
 
 
@@ -551,12 +540,6 @@ def _run_online(update, scores, v, block):
     return m, l, acc
 
 
-def _masked_softmax_values(scores, v):
-    import torch
-
-    return torch.nan_to_num(scores.softmax(-1), nan=0.0) @ v
-
-
 def _check_online(update) -> None:
     from .. import attention as att
 
@@ -605,7 +588,7 @@ def _check_online_values(update) -> None:
     expect(bool(torch.isfinite(l).all() and torch.isfinite(acc).all()),
            "a block in which a row's scores are all -inf (masked) gave NaN: such a block must leave that row's "
            "state as it was, even before the row has seen any finite score.")
-    expect_close(acc[:2] / l[:2], _masked_softmax_values(scores[:2], v), "rows with masked blocks: the result "
+    expect_close(acc[:2] / l[:2], _softmax_or_zero(scores[:2]) @ v, "rows with masked blocks: the result "
                  "must equal the softmax over the keys each row may see.", rtol=1e-4, atol=1e-5)
     expect(bool((l[2] == 0).all() and (acc[2] == 0).all()), "a row that has seen only masked scores must keep "
                                                             "l = 0 and acc = 0.")

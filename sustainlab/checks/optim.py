@@ -111,7 +111,7 @@ def _logistic_problem():
 
 
 def _check_logistic_gradient(logistic_gradient) -> None:
-    from ..optim import check_gradient, logistic_grad, logistic_loss
+    from ..optim import logistic_grad
 
     expect_function(logistic_gradient, "gd-2", "logistic_gradient")
     theta, X, y = _logistic_problem()
