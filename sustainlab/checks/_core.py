@@ -535,7 +535,7 @@ def _apply_mutation(args, key, value) -> None:
 
 
 def _blocked(*args, **kwargs):
-    raise RuntimeError("this sustainlab function is not available during this check: write the computation yourself.")
+    raise RuntimeError("this function is not available during this check: write the computation yourself.")
 
 
 @contextlib.contextmanager
